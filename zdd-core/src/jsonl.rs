@@ -68,7 +68,7 @@ impl Record {
             ));
         }
         let mut fields = self.object.clone();
-        fields.remove("type");
+        fields.shift_remove("type");
         serde_json::from_value(Value::Object(fields))
             .map_err(|e| Error::input_at(self.line, format!("invalid `{kind}` record: {e}")))
     }

@@ -197,7 +197,7 @@ mod tests {
         let line = r#"{"type":"container","id":"abc","service":"api","team":"web","nested":{"a":[1,2]}}"#;
         let object: Map<String, Value> = serde_json::from_str(line).unwrap();
         let mut record: ContainerRecord = serde_json::from_value(Value::Object(object)).unwrap();
-        record.extra.remove("type");
+        record.extra.shift_remove("type");
         record.health = Some(Health::Healthy);
         let out = serde_json::to_string(&to_object(kind::CONTAINER, &record)).unwrap();
         assert_eq!(
