@@ -18,12 +18,15 @@ use crate::{Error, Result};
 /// Connects to the engine named by `DOCKER_HOST` (default: the local unix
 /// socket) and negotiates the API version.
 pub async fn connect() -> Result<Docker> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let docker = Docker::connect_with_defaults()
         .map_err(|e| Error::docker(format!("cannot connect to the Docker engine at {host}"), e))?;
     docker.negotiate_version().await.map_err(|e| {
         Error::docker(
-            format!("cannot reach the Docker engine at {host} (is it running? is DOCKER_HOST right?)"),
+            format!(
+                "cannot reach the Docker engine at {host} (is it running? is DOCKER_HOST right?)"
+            ),
             e,
         )
     })

@@ -20,7 +20,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{text}`: missing unit after the last number"))?;
         if digits == 0 {
-            return Err(format!("`{text}`: expected a number, e.g. 10s, 500ms, 1m30s"));
+            return Err(format!(
+                "`{text}`: expected a number, e.g. 10s, 500ms, 1m30s"
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
@@ -34,7 +36,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            unit => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+            unit => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                ))
+            }
         };
         total += number * scale;
         rest = &rest[unit_len..];

@@ -17,7 +17,10 @@ pub enum Error {
     /// Bad command-line arguments or files named on it (exit 2).
     Usage(String),
     /// Malformed or incomplete record input (exit 2). `line` is 1-based.
-    Input { line: Option<usize>, message: String },
+    Input {
+        line: Option<usize>,
+        message: String,
+    },
     /// The Docker engine refused or failed a request (exit 1).
     Docker {
         action: String,

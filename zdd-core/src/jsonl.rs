@@ -153,6 +153,30 @@ pub fn containers(records: &[Record]) -> Result<Vec<(usize, ContainerRecord)>> {
         .collect()
 }
 
+/// Like [`containers`], but an input without any container record is an
+/// input error; `producer` names the step whose output was expected.
+pub fn require_containers(
+    records: &[Record],
+    producer: &str,
+) -> Result<Vec<(usize, ContainerRecord)>> {
+    let containers = containers(records)?;
+    if containers.is_empty() {
+        return Err(match records.first() {
+            None => Error::input(format!(
+                "no records; expected the container records written by {producer}"
+            )),
+            Some(r) => Error::input_at(
+                r.line,
+                format!(
+                    "expected `container` records (from {producer}), found `{}` and none",
+                    r.kind()
+                ),
+            ),
+        });
+    }
+    Ok(containers)
+}
+
 /// Writes records to a stream, one flushed line each.
 pub struct RecordWriter<W: Write> {
     out: W,
@@ -182,6 +206,23 @@ impl<W: Write> RecordWriter<W> {
         self.line(text.as_bytes())
     }
 
+    /// Writes `records` in order, replacing those whose index is in
+    /// `updated` with the updated container record and passing the rest
+    /// through unchanged.
+    pub fn containers_updated(
+        &mut self,
+        records: &[Record],
+        updated: &std::collections::HashMap<usize, ContainerRecord>,
+    ) -> Result<()> {
+        for (index, record) in records.iter().enumerate() {
+            match updated.get(&index) {
+                Some(container) => self.container(container)?,
+                None => self.pass(record)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a `container` record.
     pub fn container(&mut self, body: &ContainerRecord) -> Result<()> {
         self.write(record::kind::CONTAINER, body)
@@ -204,7 +245,6 @@ impl<W: Write> RecordWriter<W> {
         self.out
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {
-        let line = r#"{"type":"container","id":"abc","service":"api","team":"web","nested":{"a":[1,2]}}"#;
+        let line =
+            r#"{"type":"container","id":"abc","service":"api","team":"web","nested":{"a":[1,2]}}"#;
         let object: Map<String, Value> = serde_json::from_str(line).unwrap();
         let mut record: ContainerRecord = serde_json::from_value(Value::Object(object)).unwrap();
         record.extra.shift_remove("type");

@@ -58,15 +58,15 @@ impl Service {
         // ask once per label and merge.
         let mut ids = BTreeMap::new();
         for key in [labels::SERVICE, labels::compose::SERVICE] {
-            let filters = HashMap::from([("label".to_string(), vec![format!("{key}={}", self.name)])]);
+            let filters =
+                HashMap::from([("label".to_string(), vec![format!("{key}={}", self.name)])]);
             let options = ListContainersOptionsBuilder::default()
                 .all(include_stopped)
                 .filters(&filters)
                 .build();
-            let listed = docker
-                .list_containers(Some(options))
-                .await
-                .map_err(|e| Error::docker(format!("listing containers of service `{}`", self.name), e))?;
+            let listed = docker.list_containers(Some(options)).await.map_err(|e| {
+                Error::docker(format!("listing containers of service `{}`", self.name), e)
+            })?;
             for summary in listed {
                 let owned = summary.labels.as_ref().is_some_and(|l| self.owns(l));
                 if let (true, Some(id)) = (owned, summary.id) {
@@ -82,7 +82,11 @@ impl Service {
                 Err(e) => Err(Error::docker(format!("inspecting container {id}"), e)),
             }
         });
-        let mut containers: Vec<_> = try_join_all(inspections).await?.into_iter().flatten().collect();
+        let mut containers: Vec<_> = try_join_all(inspections)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         containers.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
         Ok(containers)
     }
@@ -101,7 +105,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -1,0 +1,353 @@
+//! Command line and environment.
+//!
+//! The app is configured by environment variables only, because it runs as
+//! PID 1 in a `FROM scratch` image where `docker run -e` (or a deploy tool's
+//! equivalent) is the one knob everybody has. The command line merely picks
+//! between serving, probing and printing [`HELP`].
+//!
+//! An empty variable counts as unset, so `PORT=` behaves like no `PORT` at
+//! all. A value that does not parse is an error naming the variable, never a
+//! silent default: a typo in a test setup should fail loudly.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::time::Duration;
+
+/// The `--help` text. Keep it in step with [`Config::from_lookup`].
+pub const HELP: &str = "\
+zdd-example-app: a tiny HTTP/1.1 server for zero-downtime deploy demos and tests
+
+USAGE:
+    zdd-example-app            serve HTTP on 0.0.0.0:$PORT
+    zdd-example-app --probe    GET /healthz on 127.0.0.1:$PORT; exit 0 on 200, 1 otherwise
+                               (gives up after 2 s; meant for Docker HEALTHCHECK)
+    zdd-example-app --help     print this help
+
+ENDPOINTS:
+    GET /          200 with body \"$APP_VERSION\\n\"
+                   ?delay_ms=N waits N ms before answering (overrides REQUEST_DELAY_MS)
+    GET /healthz   200 \"ok\\n\" when ready; 503 if NEVER_HEALTHY=1 or shutting down
+    HEAD is answered like GET without the body. Other methods get 405, other
+    paths 404. Every response carries X-App-Version and X-Served-By (hostname).
+
+ENVIRONMENT (an empty value counts as unset):
+    APP_VERSION=TEXT      version to report (default: dev)
+    PORT=N                TCP port to listen on (default: 8080)
+    STARTUP_DELAY_MS=N    do not listen until N ms after start (default: 0)
+    REQUEST_DELAY_MS=N    wait N ms before answering GET / (default: 0)
+    SHUTDOWN_DELAY_MS=N   keep accepting for N ms after SIGTERM/SIGINT (default: 0)
+    CRASH_AFTER_MS=N      exit with code 3 N ms after start (default: never)
+    NEVER_HEALTHY=1       /healthz always answers 503 (1/true/yes or 0/false/no)
+
+SIGNALS:
+    SIGTERM, SIGINT   graceful shutdown: /healthz turns 503 and responses say
+                      \"Connection: close\"; after SHUTDOWN_DELAY_MS the listener
+                      closes, requests in flight finish, idle connections close,
+                      and the process exits 0.
+
+EXIT CODES:
+    0  clean shutdown, or --probe found the server healthy
+    1  --probe failed, or the server could not run (e.g. port in use)
+    2  bad argument or environment variable
+    3  crashed on purpose (CRASH_AFTER_MS)
+";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Probe,
+    Help,
+}
+
+impl Command {
+    /// Parses the arguments after the program name. The error is a message
+    /// for the user.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+        let mut args = args.into_iter();
+        let command = match args.next() {
+            None => return Ok(Command::Serve),
+            Some(arg) if arg == "--probe" => Command::Probe,
+            Some(arg) if arg == "--help" || arg == "-h" => Command::Help,
+            Some(arg) => return Err(format!("unknown argument {arg:?}")),
+        };
+        match args.next() {
+            None => Ok(command),
+            Some(extra) => Err(format!("unexpected argument {extra:?}")),
+        }
+    }
+}
+
+/// Everything the server needs to know, read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `APP_VERSION`: the body of `GET /` and the `X-App-Version` header.
+    pub version: String,
+    /// `PORT`: the TCP port to listen on, on every interface.
+    pub port: u16,
+    /// `STARTUP_DELAY_MS`: how long after start to begin listening.
+    pub startup_delay: Duration,
+    /// `REQUEST_DELAY_MS`: how long `GET /` waits before answering.
+    pub request_delay: Duration,
+    /// `SHUTDOWN_DELAY_MS`: how long to keep accepting after a signal.
+    pub shutdown_delay: Duration,
+    /// `CRASH_AFTER_MS`: when to exit with code 3, if ever.
+    pub crash_after: Option<Duration>,
+    /// `NEVER_HEALTHY`: make `/healthz` answer 503 forever.
+    pub never_healthy: bool,
+}
+
+pub const DEFAULT_VERSION: &str = "dev";
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Looks up one environment variable; a function so tests need not touch
+/// the real environment.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(&|name| std::env::var_os(name))
+    }
+
+    /// Reads the variables through `lookup`.
+    pub fn from_lookup(lookup: Lookup) -> Result<Config, ConfigError> {
+        Ok(Config {
+            version: version(lookup)?,
+            port: port(lookup)?,
+            startup_delay: millis(lookup, "STARTUP_DELAY_MS")?.unwrap_or_default(),
+            request_delay: millis(lookup, "REQUEST_DELAY_MS")?.unwrap_or_default(),
+            shutdown_delay: millis(lookup, "SHUTDOWN_DELAY_MS")?.unwrap_or_default(),
+            crash_after: millis(lookup, "CRASH_AFTER_MS")?,
+            never_healthy: flag(lookup, "NEVER_HEALTHY")?,
+        })
+    }
+}
+
+/// Reads only `PORT`, for `--probe`: a probe must not fail because of a
+/// variable it does not use.
+pub fn port_from_env() -> Result<u16, ConfigError> {
+    port(&|name| std::env::var_os(name))
+}
+
+/// A variable whose value is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    /// What a valid value looks like.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn version(lookup: Lookup) -> Result<String, ConfigError> {
+    const EXPECTED: &str = "text without control characters";
+    let Some(version) = text(lookup, "APP_VERSION", EXPECTED)? else {
+        return Ok(DEFAULT_VERSION.to_owned());
+    };
+    // The version goes into a response header, where a line break would
+    // forge headers of its own.
+    if version.chars().any(char::is_control) {
+        return Err(invalid("APP_VERSION", &version, EXPECTED));
+    }
+    Ok(version)
+}
+
+fn port(lookup: Lookup) -> Result<u16, ConfigError> {
+    const EXPECTED: &str = "a TCP port number (0-65535)";
+    parsed(lookup, "PORT", EXPECTED).map(|port| port.unwrap_or(DEFAULT_PORT))
+}
+
+fn millis(lookup: Lookup, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+    const EXPECTED: &str = "a whole number of milliseconds";
+    Ok(parsed(lookup, variable, EXPECTED)?.map(Duration::from_millis))
+}
+
+fn flag(lookup: Lookup, variable: &'static str) -> Result<bool, ConfigError> {
+    const EXPECTED: &str = "1, true, yes, 0, false or no";
+    let Some(value) = text(lookup, variable, EXPECTED)? else {
+        return Ok(false);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(invalid(variable, &value, EXPECTED)),
+    }
+}
+
+/// A variable parsed with [`str::parse`]; `None` when unset.
+fn parsed<T: std::str::FromStr>(
+    lookup: Lookup,
+    variable: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = text(lookup, variable, expected)? else {
+        return Ok(None);
+    };
+    match value.parse() {
+        Ok(parsed) => Ok(Some(parsed)),
+        Err(_) => Err(invalid(variable, &value, expected)),
+    }
+}
+
+/// A variable as UTF-8 text; `None` when unset or empty.
+fn text(
+    lookup: Lookup,
+    variable: &'static str,
+    expected: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    match lookup(variable) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => value
+            .into_string()
+            .map(Some)
+            .map_err(|value| invalid(variable, &value, expected)),
+    }
+}
+
+fn invalid(
+    variable: &'static str,
+    value: impl AsRef<OsStr>,
+    expected: &'static str,
+) -> ConfigError {
+    ConfigError {
+        variable,
+        value: value.as_ref().to_string_lossy().into_owned(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(&|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| OsString::from(value))
+        })
+    }
+
+    fn args(args: &[&str]) -> Result<Command, String> {
+        Command::from_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            config(&[]),
+            Ok(Config {
+                version: "dev".to_owned(),
+                port: 8080,
+                startup_delay: Duration::ZERO,
+                request_delay: Duration::ZERO,
+                shutdown_delay: Duration::ZERO,
+                crash_after: None,
+                never_healthy: false,
+            })
+        );
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = config(&[
+            ("APP_VERSION", "v2"),
+            ("PORT", "9000"),
+            ("STARTUP_DELAY_MS", "1"),
+            ("REQUEST_DELAY_MS", "2"),
+            ("SHUTDOWN_DELAY_MS", "3"),
+            ("CRASH_AFTER_MS", "4"),
+            ("NEVER_HEALTHY", "1"),
+        ])
+        .unwrap();
+        assert_eq!(config.version, "v2");
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.startup_delay, Duration::from_millis(1));
+        assert_eq!(config.request_delay, Duration::from_millis(2));
+        assert_eq!(config.shutdown_delay, Duration::from_millis(3));
+        assert_eq!(config.crash_after, Some(Duration::from_millis(4)));
+        assert!(config.never_healthy);
+    }
+
+    #[test]
+    fn empty_means_unset() {
+        assert_eq!(config(&[("PORT", ""), ("APP_VERSION", "")]), config(&[]));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = config(&[("PORT", "abc")]).unwrap_err();
+        assert_eq!(error.variable, "PORT");
+        assert!(
+            error.to_string().starts_with("invalid PORT=\"abc\""),
+            "{error}"
+        );
+        assert_eq!(config(&[("PORT", "70000")]).unwrap_err().variable, "PORT");
+        let error = config(&[("REQUEST_DELAY_MS", "-5")]).unwrap_err();
+        assert_eq!(error.variable, "REQUEST_DELAY_MS");
+        assert_eq!(
+            config(&[("NEVER_HEALTHY", "maybe")]).unwrap_err().variable,
+            "NEVER_HEALTHY"
+        );
+        let error = config(&[("APP_VERSION", "v1\r\nX-Evil: 1")]).unwrap_err();
+        assert_eq!(error.variable, "APP_VERSION");
+    }
+
+    #[test]
+    fn flags() {
+        for (value, expected) in [
+            ("1", true),
+            ("TRUE", true),
+            ("yes", true),
+            ("0", false),
+            ("no", false),
+        ] {
+            let config = config(&[("NEVER_HEALTHY", value)]).unwrap();
+            assert_eq!(config.never_healthy, expected, "NEVER_HEALTHY={value}");
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(args(&[]), Ok(Command::Serve));
+        assert_eq!(args(&["--probe"]), Ok(Command::Probe));
+        assert_eq!(args(&["--help"]), Ok(Command::Help));
+        assert_eq!(args(&["-h"]), Ok(Command::Help));
+        assert!(args(&["--frobnicate"])
+            .unwrap_err()
+            .contains("--frobnicate"));
+        assert!(args(&["--probe", "extra"]).is_err());
+    }
+
+    #[test]
+    fn help_mentions_every_variable() {
+        for variable in [
+            "APP_VERSION",
+            "PORT",
+            "STARTUP_DELAY_MS",
+            "REQUEST_DELAY_MS",
+            "SHUTDOWN_DELAY_MS",
+            "CRASH_AFTER_MS",
+            "NEVER_HEALTHY",
+            "--probe",
+        ] {
+            assert!(
+                HELP.contains(variable),
+                "--help does not mention {variable}"
+            );
+        }
+    }
+}
