@@ -49,7 +49,9 @@ const LOG_TAIL_LINES: usize = 20;
 /// Readiness is, in order of choice: the probe asked for (`--http`,
 /// `--tcp`); else the container's Docker HEALTHCHECK; else a TCP connect to
 /// its address. A container that exits or restarts fails at once, with the
-/// last lines of its log on stderr. The default deadline follows the
+/// last lines of its log on stderr. Docker's own `unhealthy` verdict
+/// (`retries` failed checks after the start period) is final: give a slow
+/// starter a HEALTHCHECK --start-period. The default deadline follows the
 /// healthcheck: start period + interval x (retries + 1) + timeout; 60 s for
 /// a container without one.
 #[derive(Debug, Parser)]
@@ -272,7 +274,7 @@ impl Watch<'_> {
                 event = events.recv() => match event {
                     Ok(event) => {
                         if let Some(verdict) = self.on_event(&event, probe.is_none()) {
-                            return verdict;
+                            return self.with_check_output(verdict).await;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -309,6 +311,29 @@ impl Watch<'_> {
                 }
             }
         }
+    }
+
+    /// Adds the last healthcheck's output to an `unhealthy` verdict: the
+    /// reason a person needs, not just the fact.
+    async fn with_check_output(&self, mut verdict: Verdict) -> Verdict {
+        if verdict.health != Health::Unhealthy {
+            return verdict;
+        }
+        let Ok(inspect) = self.docker.inspect_container(&self.record.id, None).await else {
+            return verdict;
+        };
+        let output = inspect
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.log)
+            .and_then(|log| log.into_iter().last())
+            .and_then(|last| last.output)
+            .map(|o| o.trim().replace('\n', " / "))
+            .filter(|o| !o.is_empty());
+        if let Some(output) = output {
+            verdict.reason = format!("{}: {output}", verdict.reason);
+        }
+        verdict
     }
 
     /// What an engine event says about this container, if anything final.

@@ -1,0 +1,8 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = zdd_route::Args::parse();
+    zdd_core::cli::main("zdd-route", zdd_route::run(args))
+}
