@@ -54,7 +54,7 @@ impl Sandbox {
         let mut dockerfile = format!(
             "FROM scratch\nCOPY app /app\nENV APP_VERSION={version}\nEXPOSE 8080\n\
              LABEL {TEST_LABEL}={id} {E2E_LABEL}=1\n\
-             HEALTHCHECK --interval=500ms --timeout=1s --retries=3 CMD [\"/app\", \"--probe\"]\n\
+             HEALTHCHECK --interval=500ms --timeout=1s --retries=3 --start-period=5s CMD [\"/app\", \"--probe\"]\n\
              ENTRYPOINT [\"/app\"]\n",
             id = self.id
         );
@@ -85,6 +85,30 @@ impl Sandbox {
         let out = docker(&["inspect", id]);
         let list: Value = serde_json::from_slice(&out.stdout).expect("docker inspect prints JSON");
         list[0].clone()
+    }
+
+    /// The versions the running replicas of the sandbox's service (named
+    /// after the sandbox) answer `/` with, sorted; one-offs left out.
+    pub fn serving_versions(&self) -> Vec<String> {
+        let service = format!("label=zdd.service={}", self.id);
+        let mut versions: Vec<String> = self
+            .container_ids(false, &[&service])
+            .iter()
+            .map(|id| self.inspect(id))
+            .filter(|inspect| inspect["Config"]["Labels"]["zdd.oneoff"].is_null())
+            .map(|inspect| {
+                let ip = inspect["NetworkSettings"]["IPAddress"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let (status, body) =
+                    http_get(&format!("{ip}:8080"), "/").expect("the replica answers");
+                assert_eq!(status, 200);
+                body.trim().to_owned()
+            })
+            .collect();
+        versions.sort();
+        versions
     }
 
     /// Creates a network labelled for cleanup; returns its name.
@@ -297,4 +321,219 @@ pub fn address(record: &Value) -> String {
         .as_str()
         .expect("the record has an address")
         .to_owned()
+}
+
+/// A real HAProxy in front of the sandbox's replicas: a frontend on a free
+/// loopback port, an empty backend `app` with an HTTP check, and an admin
+/// socket. Stopped when dropped.
+pub struct Haproxy {
+    pub port: u16,
+    pub socket: PathBuf,
+    child: std::process::Child,
+}
+
+impl Haproxy {
+    pub fn start(sandbox: &Sandbox) -> Self {
+        let port = free_port();
+        let socket = sandbox.dir.join("admin.sock");
+        let config = sandbox.dir.join("haproxy.cfg");
+        let lines = [
+            "global".to_string(),
+            format!("    stats socket {} mode 600 level admin", socket.display()),
+            "defaults".into(),
+            "    mode http".into(),
+            "    timeout connect 2s".into(),
+            "    timeout client 30s".into(),
+            "    timeout server 30s".into(),
+            // A request a replica refused or closed before answering never
+            // reached the app: safe to try on another replica.
+            "    retries 3".into(),
+            "    option redispatch".into(),
+            "    retry-on conn-failure empty-response".into(),
+            "frontend fe".into(),
+            format!("    bind 127.0.0.1:{port}"),
+            "    default_backend app".into(),
+            "backend app".into(),
+            "    balance roundrobin".into(),
+            "    option httpchk GET /healthz".into(),
+        ];
+        std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy (apt-get install haproxy)");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(socket.exists(), "haproxy's admin socket did not appear");
+        Haproxy {
+            port,
+            socket,
+            child,
+        }
+    }
+
+    /// One Runtime API command; HAProxy's answer.
+    pub fn command(&self, command: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
+            .expect("connect to the admin socket");
+        stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    /// `ip:port` of every server in backend `app`, sorted.
+    pub fn server_addresses(&self) -> Vec<String> {
+        let state = self.command("show servers state app");
+        let mut lines = state.lines().skip(1);
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(' ')
+            .collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .expect("show servers state column")
+        };
+        let (addr, port) = (column("srv_addr"), column("srv_port"));
+        let mut addresses: Vec<String> = lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let fields: Vec<&str> = l.split(' ').collect();
+                format!("{}:{}", fields[addr], fields[port])
+            })
+            .collect();
+        addresses.sort();
+        addresses
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// zdd-loadgen running against a URL until stopped.
+pub struct Load {
+    child: std::process::Child,
+    stop_file: PathBuf,
+}
+
+impl Load {
+    /// Starts `concurrency` clients, half keep-alive, half a new connection
+    /// per request.
+    pub fn start(sandbox: &Sandbox, url: &str, concurrency: usize) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let stop_file = sandbox
+            .dir
+            .join(format!("stop-load-{}", N.fetch_add(1, Ordering::SeqCst)));
+        let child = Command::new(binary("zdd-loadgen"))
+            .args([
+                "--url",
+                url,
+                "--mode",
+                "mixed",
+                "--json",
+                "--timeout",
+                "10s",
+            ])
+            .args(["--concurrency", &concurrency.to_string()])
+            .arg("--until-file")
+            .arg(&stop_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start zdd-loadgen");
+        std::thread::sleep(Duration::from_millis(300));
+        Load { child, stop_file }
+    }
+
+    /// Stops the load and returns its JSON summary.
+    pub fn stop(mut self) -> Value {
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        let out = child.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "zdd-loadgen printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `scripts/zdd-deploy` for the sandbox's service through `haproxy`,
+/// with the tools of this build.
+pub fn deploy(sandbox: &Sandbox, haproxy: &Haproxy, context: &Path, extra: &[&str]) -> Run {
+    let out = deploy_command(sandbox, haproxy, context, extra)
+        .output()
+        .expect("run zdd-deploy");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The `scripts/zdd-deploy` command [`deploy`] runs, to spawn it.
+pub fn deploy_command(
+    sandbox: &Sandbox,
+    haproxy: &Haproxy,
+    context: &Path,
+    extra: &[&str],
+) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut command = Command::new(root.join("scripts/zdd-deploy"));
+    command
+        .env("ZDD_BIN", binary("zdd-build").parent().unwrap())
+        .args([
+            "--service",
+            &sandbox.id,
+            "--backend",
+            "app",
+            "--grace",
+            "10s",
+        ])
+        .arg("--haproxy-socket")
+        .arg(&haproxy.socket)
+        .arg("--runs-dir")
+        .arg(sandbox.dir.join("runs"))
+        .args(extra)
+        .arg(context)
+        .stdin(Stdio::null());
+    command
 }

@@ -26,27 +26,6 @@ fn roll_out(image: &str, scale_args: &[&str]) -> (Run, Run, Run) {
     (scaled, checked, retired)
 }
 
-/// The versions the running replicas of the sandbox's service answer with.
-fn serving_versions(sandbox: &Sandbox) -> Vec<String> {
-    let service = format!("label=zdd.service={}", sandbox.id);
-    let mut versions: Vec<String> = sandbox
-        .container_ids(false, &[&service])
-        .iter()
-        .filter(|id| sandbox.inspect(id)["Config"]["Labels"]["zdd.oneoff"].is_null())
-        .map(|id| {
-            let ip = sandbox.inspect(id)["NetworkSettings"]["IPAddress"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let (status, body) = http_get(&format!("{ip}:8080"), "/").expect("the replica answers");
-            assert_eq!(status, 200);
-            body.trim().to_owned()
-        })
-        .collect();
-    versions.sort();
-    versions
-}
-
 fn exists(id: &str) -> bool {
     docker(&["inspect", id]).status.success()
 }
@@ -58,7 +37,7 @@ fn v2_replaces_exactly_the_v1_replicas_and_a_second_run_converges() {
     let (_, checked, retired) = roll_out(&v1.stdout, &["--replicas", "2"]);
     checked.expect_code(0);
     retired.expect_code(0);
-    assert_eq!(serving_versions(&sandbox), ["v1", "v1"]);
+    assert_eq!(sandbox.serving_versions(), ["v1", "v1"]);
     let v1_ids: Vec<String> = checked
         .role("new")
         .iter()
@@ -105,7 +84,7 @@ fn v2_replaces_exactly_the_v1_replicas_and_a_second_run_converges() {
         "{retired_old:?}"
     );
 
-    assert_eq!(serving_versions(&sandbox), ["v2", "v2"]);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
     for id in &v1_ids {
         assert!(!exists(id), "v1 replica {id} is gone");
     }
@@ -144,7 +123,7 @@ fn v2_replaces_exactly_the_v1_replicas_and_a_second_run_converges() {
     );
     // A second retire on the first retire's input changes nothing and succeeds.
     run("zdd-retire", &[], &checked.stdout).expect_code(0);
-    assert_eq!(serving_versions(&sandbox), ["v2", "v2"]);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
 }
 
 #[test]
@@ -190,7 +169,7 @@ fn a_release_that_never_becomes_healthy_is_refused_and_rolled_back() {
             "v3 replica removed"
         );
     }
-    assert_eq!(serving_versions(&sandbox), ["v1", "v1"]);
+    assert_eq!(sandbox.serving_versions(), ["v1", "v1"]);
 }
 
 #[test]

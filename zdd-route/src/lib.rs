@@ -78,7 +78,8 @@ pub const FIELD_DRAIN_TIMED_OUT: &str = "drain_timed_out";
 ///       (otherwise nothing is drained, exit 1): set its server to drain,
 ///       wait until its sessions reach 0 or --drain-timeout passes:
 ///       `"drained": true` (plus `"drain_timed_out": true` after a
-///       timeout). An old container without a server is drained already.
+///       timeout). An old container without a server, or without an
+///       address (not running), has nothing to drain.
 ///   retired true (any role)
 ///       Put its server in maintenance and delete it: `"routed": false`.
 ///
@@ -142,6 +143,13 @@ pub struct Args {
     #[arg(long)]
     pub restore: bool,
 
+    /// The backend serves this service alone and the input lists all its
+    /// containers: after routing, delete every server whose address is no
+    /// live (not retired) container of the input. Converges a backend
+    /// that a killed deploy left with stale servers.
+    #[arg(long, conflicts_with = "restore")]
+    pub prune: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -195,10 +203,16 @@ impl Action {
         }
     }
 
-    /// Whether the action needs the container's address to do its job (the
-    /// others have nothing to do for a container without one).
+    /// Whether the action needs the container's address to do its job.
+    /// An old container without one is not running: no server can send to
+    /// it, so there is nothing to drain or restore.
     fn needs_address(self) -> bool {
-        matches!(self, Action::Route | Action::Drain | Action::Restore)
+        matches!(self, Action::Route)
+    }
+
+    /// Whether the action is pointless without an address.
+    fn skipped_without_address(self) -> bool {
+        matches!(self, Action::Drain | Action::Restore)
     }
 }
 
@@ -255,6 +269,7 @@ pub fn plan(
                 ),
                 ))
             }
+            None if action.skipped_without_address() => continue,
             None => None,
         };
         if let (Some(address), true) = (address, action != Action::Remove) {
@@ -340,6 +355,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
         server_options: args.server_options.clone(),
         up_timeout: args.up_timeout,
         drain_timeout: args.drain_timeout,
+        prune: args.prune,
         progress,
         report: Report {
             updated: HashMap::new(),
@@ -432,6 +448,7 @@ struct Router {
     server_options: String,
     up_timeout: Duration,
     drain_timeout: Duration,
+    prune: bool,
     progress: Progress,
     report: Report,
 }
@@ -459,7 +476,47 @@ impl Router {
             }
         }
         self.remove_all(items, Action::Remove);
+        if self.prune {
+            self.prune_stale(items);
+        }
         self.report
+    }
+
+    /// --prune: deletes the servers of the backend whose address is no
+    /// live container of the input.
+    fn prune_stale(&mut self, items: &[Item]) {
+        let live: HashSet<SocketAddr> = items
+            .iter()
+            .filter(|i| i.action != Action::Remove)
+            .filter_map(|i| i.address)
+            .collect();
+        let servers = match self.runtime.servers_state(&self.backend) {
+            Ok(servers) => servers,
+            Err(e) => {
+                self.progress
+                    .error(format_args!("cannot list the servers to prune: {e}"));
+                self.report.ok = false;
+                return;
+            }
+        };
+        for server in servers
+            .iter()
+            .filter(|s| !live.iter().any(|a| s.has_address(a)))
+        {
+            match self.delete_server(&server.name) {
+                Ok(()) => self.progress.info(format_args!(
+                    "pruned server {}/{} ({}:{}): no live container has its address",
+                    self.backend, server.name, server.addr, server.port
+                )),
+                Err(e) => {
+                    self.progress.error(format_args!(
+                        "pruning server {}/{}: {e}",
+                        self.backend, server.name
+                    ));
+                    self.report.ok = false;
+                }
+            }
+        }
     }
 
     /// --restore: old servers ready and UP first (capacity), then the new

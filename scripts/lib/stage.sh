@@ -1,0 +1,128 @@
+# A stage for the demo and the deploy benchmarks: the tools built, the
+# example app's build contexts, and a HAProxy in front of the replicas.
+# Source after common.sh. Everything made is labelled $STAGE_LABEL=$STAGE_ID
+# (images, and so containers) or lives in $STAGE_DIR, and stage_cleanup
+# removes it all.
+
+STAGE_LABEL=zdd.stage
+root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ZDD_BIN="$root_dir/target/release"
+export ZDD_BIN
+APP_BIN="$root_dir/target/static/x86_64-unknown-linux-gnu/release/zdd-example-app"
+
+# stage_init NAME: a unique id, a work folder, cleanup on exit.
+stage_init() {
+    STAGE_ID="$1-$$"
+    STAGE_DIR=$(mktemp -d "/tmp/zdd-$1.XXXXXX")
+    trap stage_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+stage_cleanup() {
+    local ids
+    [ -z "${LOAD_PID:-}" ] || kill "$LOAD_PID" 2>/dev/null
+    [ ! -f "$STAGE_DIR/haproxy.pid" ] || kill "$(cat "$STAGE_DIR/haproxy.pid")" 2>/dev/null
+    ids=$(docker ps -aq --filter "label=$STAGE_LABEL=$STAGE_ID")
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+    ids=$(docker images -q --filter "label=$STAGE_LABEL=$STAGE_ID" | sort -u)
+    [ -z "$ids" ] || docker rmi -f $ids >/dev/null
+    [ -n "${STAGE_KEEP:-}" ] || rm -rf "$STAGE_DIR"
+}
+
+# stage_build: the tools (release) and the static example app.
+stage_build() {
+    need_docker
+    need jq
+    need haproxy
+    need_static_libc
+    say "building the tools and the example app (cargo build --release)"
+    (cd "$root_dir" && cargo build --release --quiet --bins) || die "cargo build failed"
+    (cd "$root_dir" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
+        --target x86_64-unknown-linux-gnu -p zdd-example-app --target-dir target/static) \
+        || die "building the static example app failed"
+}
+
+# stage_context VERSION [KEY=VALUE...]: a build context of the example app
+# answering VERSION, with extra ENV; prints its folder.
+stage_context() {
+    local version=$1; shift
+    local dir="$STAGE_DIR/context-$version"
+    mkdir -p "$dir"
+    cp "$APP_BIN" "$dir/app"
+    {
+        echo "FROM scratch"
+        echo "COPY app /app"
+        echo "ENV APP_VERSION=$version"
+        for kv in "$@"; do echo "ENV $kv"; done
+        echo "EXPOSE 8080"
+        echo "LABEL $STAGE_LABEL=$STAGE_ID"
+        echo 'HEALTHCHECK --interval=500ms --timeout=1s --retries=3 --start-period=30s CMD ["/app", "--probe"]'
+        echo 'ENTRYPOINT ["/app"]'
+    } > "$dir/Dockerfile"
+    echo "$dir"
+}
+
+# free_port: a free TCP port on 127.0.0.1.
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$(( 20000 + RANDOM % 20000 ))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+    die "no free port found"
+}
+
+# stage_haproxy: HAProxy on a free loopback port in front of an empty
+# backend `app`; sets HAPROXY_PORT and HAPROXY_SOCKET.
+stage_haproxy() {
+    HAPROXY_PORT=$(free_port)
+    HAPROXY_SOCKET="$STAGE_DIR/admin.sock"
+    cat > "$STAGE_DIR/haproxy.cfg" <<CFG
+global
+    stats socket $HAPROXY_SOCKET mode 600 level admin
+    pidfile $STAGE_DIR/haproxy.pid
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # A connection a replica refuses or closes before answering is tried
+    # again on another replica (safe: the request never reached the app).
+    retries 3
+    option redispatch
+    retry-on conn-failure empty-response
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend app
+backend app
+    balance roundrobin
+    option httpchk GET /healthz
+CFG
+    haproxy -c -q -f "$STAGE_DIR/haproxy.cfg" || die "the generated haproxy config is invalid"
+    haproxy -D -f "$STAGE_DIR/haproxy.cfg" || die "haproxy did not start"
+    for _ in $(seq 1 50); do [ -S "$HAPROXY_SOCKET" ] && return; sleep 0.1; done
+    die "haproxy's admin socket did not appear"
+}
+
+# stage_deploy CONTEXT [zdd-deploy options]: deploy the stage's service.
+stage_deploy() {
+    local context=$1; shift
+    "$root_dir/scripts/zdd-deploy" --service "$STAGE_ID" --haproxy-socket "$HAPROXY_SOCKET" --backend app \
+        --runs-dir "$STAGE_DIR/runs" --grace 10s "$@" "$context"
+}
+
+# load_start OUTPUT [loadgen options]: load through HAProxy until load_stop.
+load_start() {
+    local output=$1; shift
+    rm -f "$STAGE_DIR/stop-load"
+    "$ZDD_BIN/zdd-loadgen" --url "http://127.0.0.1:$HAPROXY_PORT/" --until-file "$STAGE_DIR/stop-load" \
+        --json "$@" > "$output" 2> "$output.log" &
+    LOAD_PID=$!
+    sleep 0.5
+}
+
+load_stop() {
+    touch "$STAGE_DIR/stop-load"
+    wait "$LOAD_PID" || true
+    LOAD_PID=
+}

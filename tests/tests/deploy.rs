@@ -1,0 +1,306 @@
+//! The full pipeline (scripts/zdd-deploy) through a real HAProxy, under
+//! continuous load: zero failed requests, automatic rollback, safe when
+//! killed, one deploy at a time.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use zdd_e2e::{deploy, deploy_command, http_get, Haproxy, Load, Run, Sandbox};
+
+const CLIENTS: usize = 8;
+
+/// A sandbox with HAProxy and v1 deployed as two replicas.
+fn stage(name: &str) -> (Sandbox, Haproxy) {
+    let sandbox = Sandbox::new(name);
+    let haproxy = Haproxy::start(&sandbox);
+    let v1 = sandbox.app_context("v1", &[("STARTUP_DELAY_MS", "500")]);
+    deploy(&sandbox, &haproxy, &v1, &["--replicas", "2"]).expect_code(0);
+    (sandbox, haproxy)
+}
+
+/// The addresses of the service's running replicas, sorted.
+fn replica_addresses(sandbox: &Sandbox) -> Vec<String> {
+    let service = format!("label=zdd.service={}", sandbox.id);
+    let mut addresses: Vec<String> = sandbox
+        .container_ids(false, &[&service])
+        .iter()
+        .map(|id| {
+            let inspect = sandbox.inspect(id);
+            format!(
+                "{}:8080",
+                inspect["NetworkSettings"]["IPAddress"].as_str().unwrap()
+            )
+        })
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+#[track_caller]
+fn assert_no_failures(load: &Value) {
+    assert!(
+        load["requests"].as_u64().unwrap() > 100,
+        "the load ran: {load}"
+    );
+    assert_eq!(
+        load["failed"], 0,
+        "failed requests: {}",
+        load["first_failures"]
+    );
+}
+
+/// The versions in the last buckets of the load's timeline.
+fn versions_at_end(load: &Value) -> Vec<String> {
+    let timeline = load["timeline"].as_array().unwrap();
+    let last = timeline
+        .iter()
+        .rev()
+        .find(|b| !b["versions"].as_object().unwrap().is_empty())
+        .unwrap();
+    last["versions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_deploy_under_load_fails_no_request_and_switches_versions() {
+    let (sandbox, haproxy) = stage("underload");
+    let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "500")]);
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+    let deployed = deploy(&sandbox, &haproxy, &v2, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let load = load.stop();
+    deployed.expect_code(0);
+    assert_no_failures(&load);
+    let versions = load["versions"].as_object().unwrap();
+    assert!(
+        versions.contains_key("v1") && versions.contains_key("v2"),
+        "{versions:?}"
+    );
+    assert_eq!(versions_at_end(&load), ["v2"]);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
+    assert_eq!(
+        haproxy.server_addresses(),
+        replica_addresses(&sandbox),
+        "HAProxy lists exactly the v2 replicas"
+    );
+}
+
+#[test]
+fn slow_requests_in_flight_on_the_old_replicas_complete() {
+    let (sandbox, haproxy) = stage("slow");
+    let v2 = sandbox.app_context("v2", &[]);
+    // Build first, so the deploy reaches the switch within the requests' 2 s.
+    zdd_e2e::run(
+        "zdd-build",
+        &["--service", &sandbox.id, v2.to_str().unwrap()],
+        "",
+    )
+    .expect_code(0);
+    let address = format!("127.0.0.1:{}", haproxy.port);
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || http_get(&address, "/?delay_ms=2000"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let deployed = deploy(&sandbox, &haproxy, &v2, &[]);
+    deployed.expect_code(0);
+    for request in slow {
+        let (status, body) = request
+            .join()
+            .unwrap()
+            .expect("the slow request was answered");
+        assert_eq!((status, body.trim()), (200, "v1"));
+    }
+    // The drain waited for them: the switch came before they ended.
+    assert!(deployed.stderr.contains("drain"), "{}", deployed.stderr);
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the deploy waited for the drain"
+    );
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
+}
+
+#[test]
+fn broken_and_crashing_releases_roll_back_without_failing_a_request() {
+    let (sandbox, haproxy) = stage("rollback");
+    let before = replica_addresses(&sandbox);
+    let broken = sandbox.app_context("v3", &[("NEVER_HEALTHY", "1")]);
+    let crashing = sandbox.app_context(
+        "v4",
+        &[("STARTUP_DELAY_MS", "3000"), ("CRASH_AFTER_MS", "700")],
+    );
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+    let broken_run = deploy(&sandbox, &haproxy, &broken, &[]);
+    let crashing_run = deploy(&sandbox, &haproxy, &crashing, &[]);
+    let load = load.stop();
+
+    for (run, name) in [(&broken_run, "v3"), (&crashing_run, "v4")] {
+        run.expect_code(1);
+        assert!(
+            run.stderr.contains("health failed; rolling back"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("rolled back"), "{name}: {}", run.stderr);
+    }
+    assert_no_failures(&load);
+    assert_eq!(
+        load["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["v1"]
+    );
+    assert_eq!(
+        replica_addresses(&sandbox),
+        before,
+        "the v1 replicas serve on, no more, no fewer"
+    );
+    assert_eq!(sandbox.serving_versions(), ["v1", "v1"]);
+    assert_eq!(
+        haproxy.server_addresses(),
+        before,
+        "HAProxy lists exactly the v1 replicas"
+    );
+}
+
+#[test]
+fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
+    let (sandbox, haproxy) = stage("killed");
+    let v1 = sandbox.app_context("v1", &[("STARTUP_DELAY_MS", "500")]);
+    let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "500")]);
+    // Build both, so every kill lands in the rollout steps.
+    for context in [&v1, &v2] {
+        zdd_e2e::run(
+            "zdd-build",
+            &["--service", &sandbox.id, context.to_str().unwrap()],
+            "",
+        )
+        .expect_code(0);
+    }
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+    // Kill points spread over scale, health, route and retire; alternate
+    // the release so every run has work to do.
+    for (i, after_ms) in [200u64, 600, 1000, 1400, 1800, 2200]
+        .into_iter()
+        .enumerate()
+    {
+        let context: &PathBuf = if i % 2 == 0 { &v2 } else { &v1 };
+        let mut child = deploy_command(&sandbox, &haproxy, context, &["-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        // SIGKILL the whole pipeline: the script and the tool it runs.
+        kill_group(child.id());
+        let _ = child.wait();
+        let (status, _) =
+            http_get(&format!("127.0.0.1:{}", haproxy.port), "/").expect("still serving");
+        assert_eq!(status, 200, "serving after a kill at {after_ms} ms");
+    }
+    let converged = deploy(&sandbox, &haproxy, &v2, &["--replicas", "2"]);
+    let load = load.stop();
+    converged.expect_code(0);
+    assert_no_failures(&load);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
+    assert_eq!(
+        haproxy.server_addresses(),
+        replica_addresses(&sandbox),
+        "HAProxy lists exactly the v2 replicas"
+    );
+}
+
+fn kill_group(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn two_deploys_at_once_one_runs_the_other_is_refused() {
+    let (sandbox, haproxy) = stage("lock");
+    let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "500")]);
+    let spawn = || {
+        deploy_command(&sandbox, &haproxy, &v2, &["-q"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let runs: Vec<Run> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .collect();
+    let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, 2],
+        "one deploys, one is refused: {:?}",
+        runs.iter().map(|r| &r.stderr).collect::<Vec<_>>()
+    );
+    let refused = runs.iter().find(|r| r.code == 2).unwrap();
+    assert!(
+        refused.stderr.contains("another deploy of"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
+
+    // With --lock-wait, the second waits for the first instead.
+    let (first, second) = (spawn(), {
+        std::thread::sleep(Duration::from_millis(100));
+        deploy_command(&sandbox, &haproxy, &v2, &["-q", "--lock-wait", "60"])
+            .output()
+            .unwrap()
+    });
+    assert!(first.wait_with_output().unwrap().status.success());
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let (sandbox, haproxy) = stage("dryrun");
+    let before = replica_addresses(&sandbox);
+    let v2 = sandbox.app_context("v2", &[]);
+    let run = deploy(&sandbox, &haproxy, &v2, &["--dry-run"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("zdd-scale") && run.stdout.contains("zdd-retire"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&before[0]),
+        "the running replicas are listed: {}",
+        run.stdout
+    );
+    assert_eq!(replica_addresses(&sandbox), before);
+    assert_eq!(sandbox.serving_versions(), ["v1", "v1"]);
+}
