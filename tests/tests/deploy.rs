@@ -222,12 +222,18 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
     );
 }
 
+/// SIGKILL to every process in the group led by `pid`.
 fn kill_group(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &format!("-{pid}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pgid = i32::try_from(pid).expect("a pid fits in i32");
+    assert!(pgid > 1, "never signal group {pgid}");
+    // SAFETY: kill(2) with a negative pid signals that process group only.
+    let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    assert_eq!(
+        rc,
+        0,
+        "kill(-{pgid}, SIGKILL): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[test]
