@@ -51,6 +51,19 @@ impl Role {
     }
 }
 
+/// Parses `new` or `old`, as the tools' `--role` options take it.
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "new" => Ok(Role::New),
+            "old" => Ok(Role::Old),
+            other => Err(format!("`{other}` is not a role (use `new` or `old`)")),
+        }
+    }
+}
+
 /// What `zdd-health` learned about a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -200,7 +200,9 @@ struct Watch<'a> {
 impl Watch<'_> {
     async fn run(self, mut events: broadcast::Receiver<EventMessage>) -> Verdict {
         let started = Instant::now();
-        let verdict = self.decide(&mut events, started).await;
+        let verdict = self
+            .with_check_output(self.decide(&mut events, started).await)
+            .await;
         let name = self.record.label();
         let elapsed = started.elapsed().as_secs_f64();
         match verdict.health {
@@ -274,7 +276,7 @@ impl Watch<'_> {
                 event = events.recv() => match event {
                     Ok(event) => {
                         if let Some(verdict) = self.on_event(&event, probe.is_none()) {
-                            return self.with_check_output(verdict).await;
+                            return verdict;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -313,8 +315,9 @@ impl Watch<'_> {
         }
     }
 
-    /// Adds the last healthcheck's output to an `unhealthy` verdict: the
-    /// reason a person needs, not just the fact.
+    /// Adds the last Docker healthcheck's output to an `unhealthy` verdict
+    /// (reported by Docker, or the deadline passed): the reason a person
+    /// needs, not just the fact.
     async fn with_check_output(&self, mut verdict: Verdict) -> Verdict {
         if verdict.health != Health::Unhealthy {
             return verdict;

@@ -31,19 +31,11 @@ pub struct Args {
     pub all: bool,
 
     /// Stamp every record with this role (`old` to feed `zdd-retire`).
-    #[arg(long, value_parser = parse_role)]
+    #[arg(long)]
     pub role: Option<Role>,
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-fn parse_role(text: &str) -> std::result::Result<Role, String> {
-    match text {
-        "new" => Ok(Role::New),
-        "old" => Ok(Role::Old),
-        other => Err(format!("`{other}` is not a role (use `new` or `old`)")),
-    }
 }
 
 /// Lists the service's containers, oldest first.

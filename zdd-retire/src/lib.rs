@@ -38,7 +38,7 @@ use zdd_core::{duration, Error, Result};
 pub struct Args {
     /// Which containers to retire: `old` (after a good rollout) or `new`
     /// (roll back).
-    #[arg(long, default_value = "old", value_parser = parse_role)]
+    #[arg(long, default_value = "old")]
     pub role: Role,
 
     /// How long a container may take to stop after SIGTERM before it is
@@ -48,14 +48,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-fn parse_role(text: &str) -> std::result::Result<Role, String> {
-    match text {
-        "new" => Ok(Role::New),
-        "old" => Ok(Role::Old),
-        other => Err(format!("`{other}` is not a role (use `old` or `new`)")),
-    }
 }
 
 /// Reads the records, checks the evidence, retires, writes the records.
