@@ -1,0 +1,1 @@
+//! `zdd-assets` (in progress).

@@ -1,0 +1,1 @@
+//! `zdd-migrate` (in progress).
