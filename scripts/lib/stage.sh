@@ -34,6 +34,7 @@ stage_build() {
     need_docker
     need jq
     need haproxy
+    need curl
     need_static_libc
     say "building the tools and the example app (cargo build --release)"
     (cd "$root_dir" && cargo build --release --quiet --bins) || die "cargo build failed"
