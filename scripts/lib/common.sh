@@ -43,3 +43,8 @@ need_docker() {
 need_static_libc() {
     [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install libc6-dev
 }
+
+# A PostgreSQL server binary (the tests start their own throwaway server).
+need_postgres() {
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_install postgresql
+}

@@ -1,0 +1,407 @@
+//! `contract`'s release check and `run`'s one-off container, against the
+//! real Docker engine.
+//!
+//! No image can be pulled, so the test image is assembled `FROM scratch`
+//! from files on this machine: the zdd-migrate binary under test (it is
+//! the "application's migration command" the one-off runs) with the
+//! libraries `ldd` lists for it, `/bin/sleep` to stand in for a running
+//! replica, and two migration folders. Everything a test creates carries
+//! `zdd.e2e=1` and its own `zdd.test=<id>`, and is removed when the
+//! sandbox is dropped, also on panic.
+
+mod support;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::{Listen, Pg, Project, Run, TempDir};
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the docker CLI")
+}
+
+#[track_caller]
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn lines(args: &[&str]) -> Vec<String> {
+    String::from_utf8_lossy(&docker(args).stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What one test creates on the engine; removed when dropped.
+struct Sandbox {
+    id: String,
+    image: String,
+    _context: TempDir,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Sandbox {
+        let id = support::unique(&format!("zdd-migrate-e2e-{name}"));
+        let context = TempDir::new(&format!("zdd-migrate-image-{name}"));
+        build_context(context.path(), &id);
+        let image = format!("zdd-migrate-test:{}", id.rsplit_once("e2e-").unwrap().1);
+        let sandbox = Sandbox {
+            id,
+            image,
+            _context: context,
+        };
+        docker_ok(&[
+            "build",
+            "-q",
+            "-t",
+            &sandbox.image,
+            sandbox._context.path().to_str().unwrap(),
+        ]);
+        sandbox
+    }
+
+    fn label(&self) -> String {
+        format!("zdd.test={}", self.id)
+    }
+
+    /// A running stand-in replica of `service` at `release`.
+    fn replica(&self, service: &str, release: &str, extra: &[&str]) -> String {
+        let service_label = format!("zdd.service={service}");
+        let release_label = format!("zdd.release={release}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--label",
+            &service_label,
+            "--label",
+            &release_label,
+        ];
+        args.extend(extra);
+        args.extend([self.image.as_str(), "/sleep", "300"]);
+        docker_ok(&args)
+    }
+
+    /// A network labelled for cleanup: (name, gateway, subnet).
+    fn network(&self) -> (String, String, String) {
+        let label = self.label();
+        docker_ok(&[
+            "network",
+            "create",
+            "--label",
+            &label,
+            "--label",
+            "zdd.e2e=1",
+            &self.id,
+        ]);
+        let gateway = docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &self.id,
+        ]);
+        let subnet = docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            &self.id,
+        ]);
+        (self.id.clone(), gateway, subnet)
+    }
+
+    fn containers(&self, filters: &[&str]) -> Vec<String> {
+        let label = format!("label={}", self.label());
+        let mut args = vec!["ps", "-aq", "--no-trunc", "--filter", &label];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        lines(&args)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let ids = self.containers(&[]);
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            docker(&args);
+        }
+        let label = format!("label={}", self.label());
+        for network in lines(&["network", "ls", "-q", "--filter", &label]) {
+            docker(&["network", "rm", &network]);
+        }
+        docker(&["rmi", "-f", &self.image]);
+    }
+}
+
+/// The image's files: this zdd-migrate (stripped when `strip` is there),
+/// `sleep`, their libraries, and the migration folders.
+fn build_context(dir: &Path, id: &str) {
+    let binary = Path::new(support::binary());
+    let target = dir.join("zdd-migrate");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&target)
+        .arg(binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(binary, &target).unwrap();
+    }
+    std::fs::copy("/bin/sleep", dir.join("sleep")).unwrap();
+    for library in libraries(&[binary, Path::new("/bin/sleep")]) {
+        let to = dir.join(library.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&library, &to).unwrap();
+    }
+    let accounts = "-- zdd: phase=expand\nCREATE TABLE accounts (id bigserial PRIMARY KEY, owner text);\nINSERT INTO accounts (owner) VALUES ('migrated from a one-off');\n";
+    let good = dir.join("migrations");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::write(good.join("0001_accounts.sql"), accounts).unwrap();
+    // The next release: one more migration, which fails.
+    let bad = dir.join("migrations-bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("0001_accounts.sql"), accounts).unwrap();
+    std::fs::write(
+        bad.join("0002_broken.sql"),
+        "-- zdd: phase=expand\nINSERT INTO no_such_table VALUES (1);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM scratch\nCOPY . /\nLABEL zdd.e2e=1 zdd.test={id}\n"),
+    )
+    .unwrap();
+}
+
+/// The shared libraries (and the loader) `ldd` lists for `binaries`.
+fn libraries(binaries: &[&Path]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for binary in binaries {
+        let out = Command::new("ldd").arg(binary).output().expect("run ldd");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(path) = path.filter(|p| p.starts_with('/')) {
+                let path = PathBuf::from(path);
+                if !found.contains(&path) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(support::binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    Run::from_output(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn contract_is_refused_while_an_old_release_runs() {
+    let sandbox = Sandbox::new("contract");
+    let service = sandbox.id.clone();
+    let old = sandbox.replica(&service, "r1-old", &[]);
+    sandbox.replica(&service, "r2-new", &[]);
+
+    let project = Project::new("docker-contract");
+    project
+        .write(
+            "0001_users.sql",
+            "-- zdd: phase=expand\nCREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT);\n",
+        )
+        .write(
+            "0002_drop_name.sql",
+            "-- zdd: phase=contract\nALTER TABLE users DROP COLUMN name;\n",
+        );
+    let db = project.sqlite();
+    project.run(&["up", "--database", &db]).expect(0);
+
+    let contract = [
+        "contract",
+        "--service",
+        &service,
+        "--release",
+        "r2-new",
+        "--database",
+        &db,
+    ];
+    let refused = project.run(&contract);
+    refused.expect(1);
+    assert!(
+        refused.stderr.contains("still run an older release") && refused.stderr.contains("r1-old"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty());
+    let status = project.run(&["status", "--database", &db]);
+    assert_eq!(status.statuses()[1], (2, "pending".into()));
+
+    // Without --force, the service and the release are required.
+    project.run(&["contract", "--database", &db]).expect(2);
+
+    // The old replica is retired; a one-off container of the old release
+    // (an earlier migration run) is not a replica and does not count.
+    docker_ok(&["rm", "-f", &old]);
+    sandbox.replica(&service, "r1-old", &["--label", "zdd.oneoff=true"]);
+    let allowed = project.run(&contract);
+    allowed.expect(0);
+    assert_eq!(allowed.statuses(), [(2, "applied".into())]);
+}
+
+#[test]
+fn run_executes_a_one_off_that_reaches_the_database_and_fails_the_step_when_it_fails() {
+    let sandbox = Sandbox::new("run");
+    let service = sandbox.id.clone();
+    let (network, gateway, subnet) = sandbox.network();
+
+    // A PostgreSQL that only containers on this network may use: it
+    // listens on the network's gateway and trusts only its subnet.
+    let port = TcpListener::bind((gateway.parse::<Ipv4Addr>().unwrap(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Pg::start(Some(&Listen {
+        address: gateway.clone(),
+        subnet,
+        port,
+    }));
+    server
+        .client("postgres")
+        .unwrap()
+        .batch_execute("CREATE DATABASE app")
+        .unwrap();
+    let database_url = format!("postgres://postgres@{gateway}:{port}/app");
+
+    // The running replica knows the database; the one-off inherits that.
+    let net = format!("--network={network}");
+    let env = format!("DATABASE_URL={database_url}");
+    let replica = sandbox.replica(&service, "r1", &[&net, "-e", &env]);
+
+    // The image from zdd-build's record on stdin, passed through.
+    let image_record = format!(
+        "{{\"type\":\"image\",\"service\":\"{service}\",\"image\":\"{}\",\"image_id\":\"sha256:0\",\"release\":\"r2\"}}\n",
+        sandbox.image
+    );
+    let run = run_with_stdin(
+        &["run", "--", "/zdd-migrate", "up", "--dir", "/migrations"],
+        &image_record,
+    );
+    run.expect(0);
+    let records = run.records();
+    assert_eq!(records.len(), 2, "{}", run.stdout);
+    assert_eq!(records[0]["type"], "image", "the input is passed through");
+    let record = &records[1];
+    assert_eq!(record["type"], "migration_run");
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["exit_code"], 0);
+    assert_eq!(record["release"], "r2");
+    assert_eq!(record["removed"], true);
+    assert_eq!(record["networks"], Value::from(vec![network.clone()]));
+    // Its log was streamed to stderr as it ran.
+    assert!(
+        run.stderr.contains("zdd-migrate: applied 0001_accounts"),
+        "{}",
+        run.stderr
+    );
+    let owner: String = server
+        .client("app")
+        .unwrap()
+        .query_one("SELECT owner FROM accounts", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "migrated from a one-off");
+    assert!(
+        sandbox.containers(&["label=zdd.oneoff=true"]).is_empty(),
+        "the one-off was removed"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &replica]),
+        "true"
+    );
+
+    // A failing command fails the step, with its log on stderr.
+    let failed = support::run(&[
+        "run",
+        "--service",
+        &service,
+        "--image",
+        &sandbox.image,
+        "--keep",
+        "--",
+        "/zdd-migrate",
+        "up",
+        "--dir",
+        "/migrations-bad",
+    ]);
+    failed.expect(1);
+    let record = &failed.records()[0];
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["exit_code"], 1);
+    assert!(
+        failed
+            .stderr
+            .contains(r#"relation "no_such_table" does not exist"#),
+        "{}",
+        failed.stderr
+    );
+    // Kept (--keep): labelled as a one-off of the service, never a replica.
+    let id = record["container"].as_str().unwrap();
+    let labels: Value = serde_json::from_str(&docker_ok(&[
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        id,
+    ]))
+    .unwrap();
+    assert_eq!(labels["zdd.oneoff"], "true");
+    assert_eq!(labels["zdd.service"], service.as_str());
+
+    // A command that cannot start fails the step too.
+    let broken = support::run(&[
+        "run",
+        "--service",
+        &service,
+        "--image",
+        &sandbox.image,
+        "--",
+        "/no-such-binary",
+    ]);
+    broken.expect(1);
+    assert_eq!(broken.records()[0]["status"], "failed");
+    drop(server);
+}
