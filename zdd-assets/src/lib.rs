@@ -216,7 +216,11 @@ pub async fn run(args: Args) -> Result<Outcome> {
             lock_wait,
         } => {
             let root = Root::open(&root.root)?;
-            let _lock = if dry_run { None } else { Some(root.lock(lock_wait)?) };
+            let _lock = if dry_run {
+                None
+            } else {
+                Some(root.lock(lock_wait)?)
+            };
             let (plan, history, reconciled) = prune::plan(&root, keep, min_age, time::now_ms())?;
             if !dry_run {
                 if reconciled {
@@ -259,9 +263,7 @@ fn resolve_release(root: &Root, name: &str) -> Result<String> {
             .map(|a| &a.release)
             .find(|id| Some(*id) != live.as_ref() && listed.iter().any(|l| &l.id == *id))
             .cloned()
-            .ok_or_else(|| {
-                Error::Usage("no earlier live release is left to go back to".into())
-            });
+            .ok_or_else(|| Error::Usage("no earlier live release is left to go back to".into()));
     }
     if listed.iter().any(|l| l.id == name) {
         return Ok(name.to_owned());
@@ -271,7 +273,9 @@ fn resolve_release(root: &Root, name: &str) -> Result<String> {
         .filter(|l| {
             !name.is_empty()
                 && (l.id.starts_with(name)
-                    || l.id.split_once('-').is_some_and(|(_, hash)| hash.starts_with(name)))
+                    || l.id
+                        .split_once('-')
+                        .is_some_and(|(_, hash)| hash.starts_with(name)))
         })
         .collect();
     match matches.as_slice() {
@@ -283,13 +287,21 @@ fn resolve_release(root: &Root, name: &str) -> Result<String> {
         many => Err(Error::Usage(format!(
             "`{name}` matches {} releases: {}",
             many.len(),
-            many.iter().map(|l| l.id.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|l| l.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
 
 /// Moves the live pointer to an existing release.
-fn activate(dir: &std::path::Path, name: &str, lock_wait: Duration, progress: Progress) -> Result<ReleaseRecord> {
+fn activate(
+    dir: &std::path::Path,
+    name: &str,
+    lock_wait: Duration,
+    progress: Progress,
+) -> Result<ReleaseRecord> {
     let root = Root::open(dir)?;
     let id = resolve_release(&root, name)?;
     let _lock = root.lock(lock_wait)?;
@@ -312,7 +324,10 @@ fn activate(dir: &std::path::Path, name: &str, lock_wait: Duration, progress: Pr
         history.push(Activation::new(id.clone(), time::now_ms()));
         progress.info(format_args!(
             "{id} is live{}",
-            before.as_deref().map(|b| format!(" (was {b})")).unwrap_or_default()
+            before
+                .as_deref()
+                .map(|b| format!(" (was {b})"))
+                .unwrap_or_default()
         ));
     } else {
         progress.info(format_args!("{id} is already live"));
