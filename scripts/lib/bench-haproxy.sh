@@ -37,31 +37,12 @@ DOCKERFILE
 # (Runtime API, level admin) inside the container.
 bench_haproxy_cfg() {
     local file=$1 servers=$2
-    cat > "$file" <<CFG
-global
-    maxconn 4096
+    # Docker DNS, for the naive strategy's server-template.
+    haproxy_config "    maxconn 4096
     stats socket ipv4@0.0.0.0:9999 level admin
 resolvers docker
     nameserver dns 127.0.0.11:53
-    hold valid 1s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    # A connection a replica refuses or closes before answering is tried
-    # again on another replica (safe: the request never reached the app).
-    retries 3
-    option redispatch
-    retry-on conn-failure empty-response
-frontend fe
-    bind :8080
-    default_backend app
-backend app
-    balance roundrobin
-    option httpchk GET /healthz
-$servers
-CFG
+    hold valid 1s" ":8080" "$servers" > "$file"
 }
 
 # hap_cmd PORT COMMAND: one Runtime API command over 127.0.0.1:PORT; the answer on stdout.

@@ -73,15 +73,13 @@ free_port() {
     die "no free port found"
 }
 
-# stage_haproxy: HAProxy on a free loopback port in front of an empty
-# backend `app`; sets HAPROXY_PORT and HAPROXY_SOCKET.
-stage_haproxy() {
-    HAPROXY_PORT=$(free_port)
-    HAPROXY_SOCKET="$STAGE_DIR/admin.sock"
-    cat > "$STAGE_DIR/haproxy.cfg" <<CFG
+# haproxy_config GLOBAL_LINES BIND SERVER_LINES: the HAProxy configuration
+# the demo and the benchmarks share; only the global section, the frontend's
+# address and the backend's servers differ.
+haproxy_config() {
+    cat <<CFG
 global
-    stats socket $HAPROXY_SOCKET mode 600 level admin
-    pidfile $STAGE_DIR/haproxy.pid
+$1
 defaults
     mode http
     timeout connect 2s
@@ -93,12 +91,22 @@ defaults
     option redispatch
     retry-on conn-failure empty-response
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind $2
     default_backend app
 backend app
     balance roundrobin
     option httpchk GET /healthz
+$3
 CFG
+}
+
+# stage_haproxy: HAProxy on a free loopback port in front of an empty
+# backend `app`; sets HAPROXY_PORT and HAPROXY_SOCKET.
+stage_haproxy() {
+    HAPROXY_PORT=$(free_port)
+    HAPROXY_SOCKET="$STAGE_DIR/admin.sock"
+    haproxy_config "    stats socket $HAPROXY_SOCKET mode 600 level admin
+    pidfile $STAGE_DIR/haproxy.pid" "127.0.0.1:$HAPROXY_PORT" "" > "$STAGE_DIR/haproxy.cfg"
     haproxy -c -q -f "$STAGE_DIR/haproxy.cfg" || die "the generated haproxy config is invalid"
     haproxy -D -f "$STAGE_DIR/haproxy.cfg" || die "haproxy did not start"
     for _ in $(seq 1 50); do [ -S "$HAPROXY_SOCKET" ] && return; sleep 0.1; done
