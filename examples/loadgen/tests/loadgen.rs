@@ -351,7 +351,9 @@ fn close_mode_opens_a_connection_per_request() {
 
 #[test]
 fn mixed_mode_splits_the_workers() {
-    let server = Server::ok();
+    // A short delay per request keeps both workers busy, whatever the
+    // scheduler does.
+    let server = Server::start(|_| Action::Delay(Duration::from_millis(5)));
     let run = loadgen(&server, &["--requests", "60", "-c", "2", "--mode", "mixed"]);
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.counts(), (60, 60, 0, 0));
@@ -375,12 +377,15 @@ fn error_statuses_are_failures_by_status() {
         run.failures(),
         [("status_302".to_owned(), 10), ("status_503".to_owned(), 10)]
     );
+    // Two workers: which failure is recorded first depends on scheduling,
+    // so only what is recorded is checked, not its order.
     let first = run.json["first_failures"].as_array().unwrap();
     assert_eq!(first.len(), 10);
     assert!(
-        first[0]["detail"].as_str().unwrap().starts_with("HTTP 3"),
-        "{}",
-        first[0]
+        first
+            .iter()
+            .all(|f| f["detail"].as_str().unwrap().starts_with("HTTP ")),
+        "{first:?}"
     );
     assert!(
         run.stderr
