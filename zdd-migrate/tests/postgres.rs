@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{finish, pg, Pg, Project};
+use support::{finish, one_runner_applied, pg, Pg, Project};
 
 fn query_i64(url: &str, sql: &str) -> i64 {
     pg().client(Pg::name_of(url))
@@ -34,23 +34,7 @@ fn two_runs_at_once_apply_each_migration_once() {
         );
     let a = project.spawn(&["up", "--database", &url]);
     let b = project.spawn(&["up", "--database", &url]);
-    let (a, b) = (finish(a), finish(b));
-    a.expect(0);
-    b.expect(0);
-    let (worker, waiter) = if a.statuses().is_empty() {
-        (b, a)
-    } else {
-        (a, b)
-    };
-    assert_eq!(
-        worker.statuses(),
-        [
-            (1, "applied".into()),
-            (2, "applied".into()),
-            (3, "applied".into())
-        ]
-    );
-    assert!(waiter.statuses().is_empty(), "{}", waiter.stdout);
+    let (_, waiter) = one_runner_applied(finish(a), finish(b), &[1, 2, 3]);
     assert!(
         waiter.stderr.contains("waiting") && waiter.stderr.contains("held by `zdd-migrate"),
         "{}",

@@ -214,6 +214,23 @@ pub fn finish(child: std::process::Child) -> Run {
     Run::from_output(child.wait_with_output().unwrap())
 }
 
+/// Two `up` runs raced: both succeed, one applied every version in
+/// `versions`, the other applied nothing. Returns (worker, waiter).
+#[track_caller]
+pub fn one_runner_applied(a: Run, b: Run, versions: &[i64]) -> (Run, Run) {
+    a.expect(0);
+    b.expect(0);
+    let (worker, waiter) = if a.statuses().is_empty() {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let applied: Vec<(i64, String)> = versions.iter().map(|v| (*v, "applied".into())).collect();
+    assert_eq!(worker.statuses(), applied);
+    assert!(waiter.statuses().is_empty(), "{}", waiter.stdout);
+    (worker, waiter)
+}
+
 // ---------------------------------------------------------------- PostgreSQL
 
 /// A PostgreSQL server of the test's own.
