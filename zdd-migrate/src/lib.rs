@@ -165,38 +165,7 @@ pub enum Command {
     /// (minus what that replica's own image set), `-e`/`-v` on top, and the
     /// labels zdd.oneoff=true and zdd.service, so it is never a replica.
     #[command(after_help = zdd_core::exit::HELP)]
-    Run {
-        /// The service (default: the image record's `service`).
-        #[arg(long)]
-        service: Option<String>,
-        /// Only replicas of this Compose project are looked at.
-        #[arg(long, env = "COMPOSE_PROJECT_NAME")]
-        project: Option<String>,
-        /// The image to run (default: the `image` record on stdin).
-        #[arg(long)]
-        image: Option<String>,
-        /// Another network to join (repeatable).
-        #[arg(long = "network", value_name = "NETWORK")]
-        networks: Vec<String>,
-        /// An environment variable, KEY=VALUE (repeatable).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// A bind mount or volume, SRC:DST[:ro] (repeatable).
-        #[arg(short = 'v', long = "volume", value_name = "SRC:DST")]
-        volumes: Vec<String>,
-        /// An extra label, KEY=VALUE (repeatable).
-        #[arg(long = "label", value_name = "KEY=VALUE")]
-        labels: Vec<String>,
-        /// Stop the container and fail if it runs longer (e.g. 10m).
-        #[arg(long, default_value = "30m", value_parser = duration::parse)]
-        timeout: Duration,
-        /// Keep the container after it exits.
-        #[arg(long)]
-        keep: bool,
-        /// The command, after `--` (the image's ENTRYPOINT, if any, stays).
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Run(oneoff::Request),
 }
 
 /// Options of every command that opens the database.
@@ -241,32 +210,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
             };
             lint_command(&dir, dialect, progress)
         }
-        Command::Run {
-            service,
-            project,
-            image,
-            networks,
-            env,
-            volumes,
-            labels,
-            timeout,
-            keep,
-            command,
-        } => {
-            let request = oneoff::Request {
-                service,
-                project,
-                image,
-                networks,
-                env,
-                volumes,
-                labels,
-                timeout,
-                keep,
-                command,
-            };
-            oneoff::run(request, progress).await
-        }
+        Command::Run(request) => oneoff::run(request, progress).await,
         Command::Contract {
             service,
             project,

@@ -41,18 +41,38 @@ use zdd_core::{labels, Error, Result};
 
 use crate::record::{kind, RunRecord};
 
-/// What `run` was asked to do, checked.
-#[derive(Debug, Clone)]
+/// What `zdd-migrate run` is asked to do: its command-line arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Request {
+    /// The service (default: the image record's `service`).
+    #[arg(long)]
     pub service: Option<String>,
+    /// Only replicas of this Compose project are looked at.
+    #[arg(long, env = "COMPOSE_PROJECT_NAME")]
     pub project: Option<String>,
+    /// The image to run (default: the `image` record on stdin).
+    #[arg(long)]
     pub image: Option<String>,
+    /// Another network to join (repeatable).
+    #[arg(long = "network", value_name = "NETWORK")]
     pub networks: Vec<String>,
+    /// An environment variable, KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A bind mount or volume, SRC:DST[:ro] (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST")]
     pub volumes: Vec<String>,
+    /// An extra label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Stop the container and fail if it runs longer (e.g. 10m).
+    #[arg(long, default_value = "30m", value_parser = zdd_core::duration::parse)]
     pub timeout: Duration,
+    /// Keep the container after it exits.
+    #[arg(long)]
     pub keep: bool,
+    /// The command, after `--` (the image's ENTRYPOINT, if any, stays).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
