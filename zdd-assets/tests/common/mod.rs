@@ -460,31 +460,11 @@ fn send_signal(pid: u32, signal: i32) {
         .status();
 }
 
-/// nginx from Debian's packages, installed once if it is missing (as the
-/// project's scripts do with `need`).
+/// nginx from Debian's packages; `scripts/test` installs it when missing.
 fn ensure_nginx() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        if nginx_binary().is_some() {
-            return;
-        }
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !apt(&["install", "-y", "-q", "nginx"]) {
-            apt(&["update", "-q"]);
-            apt(&["install", "-y", "-q", "nginx"]);
-        }
-    });
     assert!(
         nginx_binary().is_some(),
-        "these tests need nginx (apt-get install nginx)"
+        "these tests need nginx: run them with scripts/test, or apt-get install nginx"
     );
 }
 
