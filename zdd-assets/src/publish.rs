@@ -984,6 +984,12 @@ mod tests {
 
     /// Runs the hashing and rewriting steps over a small build.
     fn build(files: &[(&str, &str)]) -> (Vec<Node>, Vec<Warning>) {
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
+        build_bytes(&files)
+    }
+
+    /// [`build`] for files that need not be UTF-8.
+    fn build_bytes(files: &[(&str, &[u8])]) -> (Vec<Node>, Vec<Warning>) {
         let src = TempDir::new("unit-src").unwrap();
         for (path, content) in files {
             let file = src.path.join(path);
@@ -1092,28 +1098,10 @@ mod tests {
 
     #[test]
     fn a_page_that_is_not_utf8_is_rewritten_byte_for_byte() {
-        let src = TempDir::new("unit-latin1").unwrap();
-        fs::write(
-            src.path.join("index.html"),
-            b"<p>caf\xe9</p><img src=\"a.png\">\xff",
-        )
-        .unwrap();
-        fs::write(src.path.join("a.png"), b"png").unwrap();
-        let dir = TempDir::new("unit-latin1-root").unwrap();
-        let root = Root::create(&dir.path.join("root")).unwrap();
-        let _lock = root.lock(Duration::ZERO).unwrap();
-        let mut warnings = Vec::new();
-        let mut nodes = plan(source::walk(&src.path, "src").unwrap(), &mut warnings).unwrap();
-        make_pool_folders(&root, &nodes).unwrap();
-        hash_plain_files(
-            &root,
-            &mut nodes,
-            &StatCache::default(),
-            &HashMap::new(),
-            &mut warnings,
-        )
-        .unwrap();
-        rewrite_pages(&mut nodes);
+        let (nodes, warnings) = build_bytes(&[
+            ("index.html", b"<p>caf\xe9</p><img src=\"a.png\">\xff"),
+            ("a.png", b"png"),
+        ]);
         let hash = &hash::hex(&hash::sha256(b"png"))[..NAME_HEX];
         assert_eq!(
             node(&nodes, "index.html").content.as_deref().unwrap(),
