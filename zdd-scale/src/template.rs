@@ -203,6 +203,13 @@ mod tests {
     use super::*;
     use bollard::models::{HostConfig, NetworkSettings, PortBinding};
 
+    fn label_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     fn container(env: &[&str], labels: &[(&str, &str)]) -> ContainerInspectResponse {
         ContainerInspectResponse {
             id: Some("0123456789abcdef".into()),
@@ -210,12 +217,7 @@ mod tests {
                 hostname: Some("0123456789ab".into()),
                 env: Some(env.iter().map(|s| s.to_string()).collect()),
                 cmd: Some(vec!["/app".into()]),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(label_map(labels)),
                 ..Default::default()
             }),
             host_config: Some(HostConfig {
@@ -245,12 +247,7 @@ mod tests {
             config: Some(ImageConfig {
                 env: Some(env.iter().map(|s| s.to_string()).collect()),
                 cmd: Some(vec!["/app".into()]),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(label_map(labels)),
                 ..Default::default()
             }),
             ..Default::default()
