@@ -654,93 +654,46 @@ impl Router {
         Ok(())
     }
 
-    /// Polls `show stat` until every waited server is UP or the up timeout
-    /// passes.
-    fn wait_up<'a>(
+    /// Polls `show stat` every [`POLL`] until `conclude` has a result for
+    /// every waited item. `conclude` sees the item, its server names, the
+    /// current stats and the time since the start; a stats request that
+    /// fails concludes every open item with its error.
+    fn poll_stats<'a, T>(
         &self,
         waiting: &Waiting<'a>,
-    ) -> Vec<(&'a Item, std::result::Result<(), String>)> {
+        mut conclude: impl FnMut(
+            &Item,
+            &[String],
+            &[ServerStat],
+            Duration,
+        ) -> Option<std::result::Result<T, String>>,
+    ) -> Vec<(&'a Item, std::result::Result<T, String>)> {
         let start = Instant::now();
-        let mut results: HashMap<usize, std::result::Result<(), String>> = HashMap::new();
-        let mut last: HashMap<&str, ServerStat> = HashMap::new();
-        while !waiting.is_empty() {
-            let stats = match self.runtime.stats(&self.backend) {
-                Ok(stats) => stats,
+        let mut results: HashMap<usize, std::result::Result<T, String>> = HashMap::new();
+        while results.len() < waiting.len() {
+            match self.runtime.stats(&self.backend) {
+                Ok(stats) => {
+                    let elapsed = start.elapsed();
+                    for (item, names) in waiting {
+                        if results.contains_key(&item.index) {
+                            continue;
+                        }
+                        if let Some(result) = conclude(item, names, &stats, elapsed) {
+                            results.insert(item.index, result);
+                        }
+                    }
+                }
                 Err(e) => {
                     for (item, _) in waiting {
                         results
                             .entry(item.index)
                             .or_insert_with(|| Err(e.to_string()));
                     }
-                    break;
-                }
-            };
-            for (item, names) in waiting {
-                if results.contains_key(&item.index) {
-                    continue;
-                }
-                let mut all_up = true;
-                for name in names {
-                    match stats.iter().find(|s| &s.name == name) {
-                        None => {
-                            results.insert(
-                                item.index,
-                                Err(format!(
-                                    "server {}/{name} disappeared from HAProxy",
-                                    self.backend
-                                )),
-                            );
-                            all_up = false;
-                            break;
-                        }
-                        Some(stat) => {
-                            all_up &= stat.is_up() || stat.is_unchecked();
-                            last.insert(name.as_str(), stat.clone());
-                        }
-                    }
-                }
-                if all_up && !results.contains_key(&item.index) {
-                    let elapsed = secs(start.elapsed());
-                    if names.iter().any(|n| last[n.as_str()].is_unchecked()) {
-                        self.progress.warn(format_args!(
-                            "{} takes traffic after {elapsed} but HAProxy does not health-check it (no `check` in its server options)",
-                            item.describe()
-                        ));
-                    } else {
-                        self.progress.info(format_args!(
-                            "{} is UP after {elapsed}",
-                            item.record.label()
-                        ));
-                    }
-                    results.insert(item.index, Ok(()));
                 }
             }
-            if results.len() == waiting.len() {
-                break;
+            if results.len() < waiting.len() {
+                thread::sleep(POLL);
             }
-            if start.elapsed() >= self.up_timeout {
-                for (item, names) in waiting {
-                    results.entry(item.index).or_insert_with(|| {
-                        let seen: Vec<String> = names
-                            .iter()
-                            .map(|n| match last.get(n.as_str()) {
-                                Some(s) => format!(
-                                    "{}/{n} is `{}`, last check `{}`",
-                                    self.backend, s.status, s.check_status
-                                ),
-                                None => format!("{}/{n} not seen", self.backend),
-                            })
-                            .collect();
-                        Err(format!(
-                            "HAProxy did not report it UP within {} ({}); left in the backend for the rollback",
-                            secs(self.up_timeout),
-                            seen.join("; ")
-                        ))
-                    });
-                }
-                break;
-            }
-            thread::sleep(POLL);
         }
         waiting
             .iter()
@@ -751,6 +704,59 @@ impl Router {
                 )
             })
             .collect()
+    }
+
+    /// Polls until every waited server is UP or the up timeout passes.
+    fn wait_up<'a>(
+        &self,
+        waiting: &Waiting<'a>,
+    ) -> Vec<(&'a Item, std::result::Result<(), String>)> {
+        self.poll_stats(waiting, |item, names, stats, elapsed| {
+            let mut servers = Vec::new();
+            for name in names {
+                match stats.iter().find(|s| &s.name == name) {
+                    None => {
+                        return Some(Err(format!(
+                            "server {}/{name} disappeared from HAProxy",
+                            self.backend
+                        )))
+                    }
+                    Some(stat) => servers.push((name, stat)),
+                }
+            }
+            if servers.iter().all(|(_, s)| s.is_up() || s.is_unchecked()) {
+                let elapsed = secs(elapsed);
+                if servers.iter().any(|(_, s)| s.is_unchecked()) {
+                    self.progress.warn(format_args!(
+                        "{} takes traffic after {elapsed} but HAProxy does not health-check it (no `check` in its server options)",
+                        item.describe()
+                    ));
+                } else {
+                    self.progress.info(format_args!(
+                        "{} is UP after {elapsed}",
+                        item.record.label()
+                    ));
+                }
+                return Some(Ok(()));
+            }
+            if elapsed < self.up_timeout {
+                return None;
+            }
+            let seen: Vec<String> = servers
+                .iter()
+                .map(|(name, s)| {
+                    format!(
+                        "{}/{name} is `{}`, last check `{}`",
+                        self.backend, s.status, s.check_status
+                    )
+                })
+                .collect();
+            Some(Err(format!(
+                "HAProxy did not report it UP within {} ({}); left in the backend for the rollback",
+                secs(self.up_timeout),
+                seen.join("; ")
+            )))
+        })
     }
 
     /// Sets the items' servers to drain and waits until their sessions
@@ -813,73 +819,39 @@ impl Router {
         }
     }
 
-    /// Polls `show stat` until the sessions (and queue) of every waited
-    /// server are 0, or the drain timeout passes.
+    /// Polls until the sessions (and queue) of every waited server are 0,
+    /// or the drain timeout passes.
     fn wait_drained<'a>(
         &self,
         waiting: &Waiting<'a>,
     ) -> Vec<(&'a Item, std::result::Result<Drained, String>)> {
-        let start = Instant::now();
-        let mut results: HashMap<usize, std::result::Result<Drained, String>> = HashMap::new();
-        loop {
-            let stats = match self.runtime.stats(&self.backend) {
-                Ok(stats) => stats,
-                Err(e) => {
-                    for (item, _) in waiting {
-                        results
-                            .entry(item.index)
-                            .or_insert_with(|| Err(e.to_string()));
-                    }
-                    break;
-                }
-            };
-            let timed_out = start.elapsed() >= self.drain_timeout;
-            for (item, names) in waiting {
-                if results.contains_key(&item.index) {
-                    continue;
-                }
-                // A server gone meanwhile serves nothing.
-                let sessions: u64 = names
-                    .iter()
-                    .filter_map(|n| stats.iter().find(|s| &s.name == n))
-                    .map(|s| s.scur + s.qcur)
-                    .sum();
-                let after = start.elapsed();
-                if sessions == 0 {
-                    self.progress.info(format_args!(
-                        "draining {}: 0 sessions after {}",
-                        item.describe(),
-                        secs(after)
-                    ));
-                    results.insert(item.index, Ok(Drained { left: None }));
-                } else if timed_out {
-                    self.progress.warn(format_args!(
-                        "draining {}: {sessions} session(s) still open after {} (drain timeout); going on",
-                        item.describe(),
-                        secs(after)
-                    ));
-                    results.insert(
-                        item.index,
-                        Ok(Drained {
-                            left: Some(sessions),
-                        }),
-                    );
-                }
+        self.poll_stats(waiting, |item, names, stats, elapsed| {
+            // A server gone meanwhile serves nothing.
+            let sessions: u64 = names
+                .iter()
+                .filter_map(|n| stats.iter().find(|s| &s.name == n))
+                .map(|s| s.scur + s.qcur)
+                .sum();
+            if sessions == 0 {
+                self.progress.info(format_args!(
+                    "draining {}: 0 sessions after {}",
+                    item.describe(),
+                    secs(elapsed)
+                ));
+                Some(Ok(Drained { left: None }))
+            } else if elapsed >= self.drain_timeout {
+                self.progress.warn(format_args!(
+                    "draining {}: {sessions} session(s) still open after {} (drain timeout); going on",
+                    item.describe(),
+                    secs(elapsed)
+                ));
+                Some(Ok(Drained {
+                    left: Some(sessions),
+                }))
+            } else {
+                None
             }
-            if results.len() == waiting.len() {
-                break;
-            }
-            thread::sleep(POLL);
-        }
-        waiting
-            .iter()
-            .map(|(item, _)| {
-                (
-                    *item,
-                    results.remove(&item.index).expect("every item concluded"),
-                )
-            })
-            .collect()
+        })
     }
 
     /// Deletes the servers of the items with `action`.
