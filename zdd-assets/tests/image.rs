@@ -8,17 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use common::*;
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the docker CLI")
-}
+use zdd_e2e::docker;
 
 /// Images (and containers made from them) labelled with one test id.
 struct Images {

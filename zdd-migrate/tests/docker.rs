@@ -13,18 +13,11 @@ mod support;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use support::{Listen, Pg, Project, Run, TempDir};
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the docker CLI")
-}
+use zdd_e2e::{docker, docker_lines};
 
 #[track_caller]
 fn docker_ok(args: &[&str]) -> String {
@@ -35,15 +28,6 @@ fn docker_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn lines(args: &[&str]) -> Vec<String> {
-    String::from_utf8_lossy(&docker(args).stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// What one test creates on the engine; removed when dropped.
@@ -130,7 +114,7 @@ impl Sandbox {
         for filter in filters {
             args.extend(["--filter", filter]);
         }
-        lines(&args)
+        docker_lines(&args)
     }
 }
 
@@ -143,7 +127,7 @@ impl Drop for Sandbox {
             docker(&args);
         }
         let label = format!("label={}", self.label());
-        for network in lines(&["network", "ls", "-q", "--filter", &label]) {
+        for network in docker_lines(&["network", "ls", "-q", "--filter", &label]) {
             docker(&["network", "rm", &network]);
         }
         docker(&["rmi", "-f", &self.image]);
