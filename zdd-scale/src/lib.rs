@@ -103,7 +103,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let existing = service.containers(&docker, true).await?;
     let plan = Plan::new(&existing, &image.release, args.replicas);
 
-    let template = match (&spec, plan.newest_running(&existing)) {
+    let template = match (&spec, newest_running(&existing)) {
         (Some(spec), _) => spec.template(),
         (None, Some(newest)) => {
             let old_image = match newest.image.as_deref() {
@@ -252,14 +252,12 @@ impl<'a> Plan<'a> {
             to_start,
         }
     }
+}
 
-    /// The newest running container of the service: the one to clone.
-    fn newest_running(
-        &self,
-        existing: &'a [ContainerInspectResponse],
-    ) -> Option<&'a ContainerInspectResponse> {
-        existing.iter().rev().find(|c| is_running(c))
-    }
+/// The newest running container of the service (`existing` is oldest
+/// first): the one to clone.
+fn newest_running(existing: &[ContainerInspectResponse]) -> Option<&ContainerInspectResponse> {
+    existing.iter().rev().find(|c| is_running(c))
 }
 
 fn is_running(container: &ContainerInspectResponse) -> bool {
