@@ -26,17 +26,44 @@ need() {
     command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"
 }
 
-# The Docker engine must answer; start it if it is installed but stopped.
+# The Docker engine must answer. On a machine where it is installed but not
+# running, start it: through the init script when that works, else dockerd
+# directly (in containers and micro-VMs the init script can fail, e.g. on
+# `ulimit -n`). A daemon that is already starting is given time: on
+# fuse-overlayfs the first start can take a while.
+ZDD_DOCKERD_LOG=${ZDD_DOCKERD_LOG:-/var/log/zdd-dockerd.log}
 need_docker() {
     need docker docker.io
     docker info >/dev/null 2>&1 && return 0
-    say "the Docker engine does not answer; trying to start it"
-    if command -v service >/dev/null 2>&1; then service docker start >&2 2>&1 || true; fi
-    for _ in $(seq 1 30); do
-        docker info >/dev/null 2>&1 && return 0
+    case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
+        unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
+        *) die "no Docker engine answers at $DOCKER_HOST; start it and retry" ;;
+    esac
+    need pgrep procps
+    if ! pgrep -x dockerd >/dev/null 2>&1; then
+        command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+        say "the Docker engine is not running; starting it"
+        if command -v service >/dev/null 2>&1; then service docker start >/dev/null 2>&1 || true; fi
         sleep 1
+        if ! pgrep -x dockerd >/dev/null 2>&1; then
+            say "starting dockerd directly (log: $ZDD_DOCKERD_LOG)"
+            (setsid nohup dockerd >>"$ZDD_DOCKERD_LOG" 2>&1 </dev/null &)
+        fi
+    else
+        say "the Docker engine is running but does not answer yet; waiting"
+    fi
+    local waited=0
+    while [ "$waited" -lt 120 ]; do
+        docker info >/dev/null 2>&1 && { say "the Docker engine answers (after ${waited}s)"; return 0; }
+        sleep 1
+        waited=$((waited + 1))
+        [ $((waited % 20)) -ne 0 ] || say "still waiting for the Docker engine (${waited}s)"
     done
-    die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}; start one (dockerd) and retry"
+    if [ -s "$ZDD_DOCKERD_LOG" ]; then
+        say "last lines of $ZDD_DOCKERD_LOG:"
+        tail -n 20 "$ZDD_DOCKERD_LOG" >&2
+    fi
+    die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} after ${waited}s; start one (dockerd) and retry"
 }
 
 # Static glibc for the example app, built to run in a FROM scratch image.
