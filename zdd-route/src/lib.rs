@@ -46,8 +46,17 @@ use crate::haproxy::{Endpoint, Runtime, RuntimeError, ServerStat, ServerState};
 /// `pool-purge-delay 0` and no idle pool, so every request would open a
 /// new connection to the app: measured at ~25-40% less throughput by
 /// scripts/bench-deploy).
+///
+/// `downinter 100ms` is the interval while a server is down, which is where
+/// a freshly added one starts: its first check comes within 100 ms of
+/// `enable health` instead of within `inter` (measured: UP after 0.1 s
+/// instead of 0.5 s, the route step 0.55 s → 0.13 s). `fastinter 100ms`
+/// is the interval while a server is changing state, so a replica that
+/// stops answering is taken out 100 ms after its first failed check rather
+/// than 500 ms. An UP server is checked every `inter`.
 pub const DEFAULT_SERVER_OPTIONS: &str =
-    "check inter 500ms fall 2 rise 1 pool-purge-delay 5s pool-max-conn -1";
+    "check inter 500ms downinter 100ms fastinter 100ms fall 2 rise 1 \
+     pool-purge-delay 5s pool-max-conn -1";
 
 /// How often HAProxy is asked whether a server is UP or drained.
 const POLL: Duration = Duration::from_millis(50);
