@@ -44,21 +44,24 @@ stage_build() {
 }
 
 # stage_context VERSION [KEY=VALUE...]: a build context of the example app
-# answering VERSION, with extra ENV; prints its folder.
+# answering VERSION, with extra ENV; prints its folder. What every version
+# shares comes first and what varies last, in one ENV: the engine's classic
+# builder commits a layer per instruction (~0.8 s each on fuse-overlayfs),
+# and the shared ones are a cache hit from the second build on.
 stage_context() {
     local version=$1; shift
-    local dir="$STAGE_DIR/context-$version"
+    local dir="$STAGE_DIR/context-$version" env="APP_VERSION=$version" kv
     mkdir -p "$dir"
     cp "$APP_BIN" "$dir/app"
+    for kv in "$@"; do env+=" $kv"; done
     {
         echo "FROM scratch"
         echo "COPY app /app"
-        echo "ENV APP_VERSION=$version"
-        for kv in "$@"; do echo "ENV $kv"; done
         echo "EXPOSE 8080"
-        echo "LABEL $STAGE_LABEL=$STAGE_ID"
         echo 'HEALTHCHECK --interval=500ms --timeout=1s --retries=3 --start-period=30s CMD ["/app", "--probe"]'
         echo 'ENTRYPOINT ["/app"]'
+        echo "LABEL $STAGE_LABEL=$STAGE_ID"
+        echo "ENV $env"
     } > "$dir/Dockerfile"
     echo "$dir"
 }

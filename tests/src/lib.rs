@@ -47,20 +47,28 @@ impl Sandbox {
     /// Writes a build context for the example app: the static binary, and a
     /// Dockerfile setting `APP_VERSION=version`, the extra `env`, a fast
     /// HEALTHCHECK running `/app --probe`, and this sandbox's labels.
+    ///
+    /// The instructions every test image shares come first and what varies
+    /// last, in as few instructions as possible: the engine's classic
+    /// builder commits a layer per instruction (~0.8 s each on
+    /// fuse-overlayfs), and the shared ones are then a cache hit.
     pub fn app_context(&self, version: &str, env: &[(&str, &str)]) -> PathBuf {
         let dir = self.dir.join(format!("context-{version}"));
         std::fs::create_dir_all(&dir).expect("create the context folder");
         std::fs::copy(example_app(), dir.join("app")).expect("copy the example app");
-        let mut dockerfile = format!(
-            "FROM scratch\nCOPY app /app\nENV APP_VERSION={version}\nEXPOSE 8080\n\
-             LABEL {TEST_LABEL}={id} {E2E_LABEL}=1\n\
+        let env: String = [("APP_VERSION", version)]
+            .iter()
+            .chain(env)
+            .map(|(key, value)| format!(" {key}={}", dockerfile_quote(value)))
+            .collect();
+        let dockerfile = format!(
+            "FROM scratch\nCOPY app /app\nEXPOSE 8080\n\
              HEALTHCHECK --interval=500ms --timeout=1s --retries=3 --start-period=5s CMD [\"/app\", \"--probe\"]\n\
-             ENTRYPOINT [\"/app\"]\n",
+             ENTRYPOINT [\"/app\"]\n\
+             LABEL {TEST_LABEL}={id} {E2E_LABEL}=1\n\
+             ENV{env}\n",
             id = self.id
         );
-        for (key, value) in env {
-            dockerfile.push_str(&format!("ENV {key}={value}\n"));
-        }
         std::fs::write(dir.join("Dockerfile"), dockerfile).expect("write the Dockerfile");
         dir
     }
@@ -260,6 +268,16 @@ pub fn binary(tool: &str) -> PathBuf {
         profile_dir
     });
     dir.join(tool)
+}
+
+/// A value for a Dockerfile `ENV key=value`, double-quoted and escaped so
+/// spaces, quotes and `$` arrive as written.
+fn dockerfile_quote(value: &str) -> String {
+    let escaped = value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$");
+    format!("\"{escaped}\"")
 }
 
 /// The example app, built statically (so it runs in a `FROM scratch`
