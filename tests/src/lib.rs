@@ -199,10 +199,41 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     /// The stdout records, parsed.
     pub fn records(&self) -> Vec<Value> {
         parse_records(&self.stdout)
+    }
+
+    /// The only record; panics unless there is exactly one.
+    #[track_caller]
+    pub fn record(&self) -> Value {
+        let records = self.records();
+        assert_eq!(
+            records.len(),
+            1,
+            "wanted one record\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        records.into_iter().next().expect("one record")
+    }
+
+    /// Panics with the tool's output unless it exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        self.expect_code(0);
+        self
     }
 
     /// The container records of one role.
@@ -240,11 +271,7 @@ pub fn run(tool: &str, args: &[&str], stdin: &str) -> Run {
         .timeout(Duration::from_secs(180))
         .output()
         .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// The path of a zdd tool's binary, built (once per process) if needed.
@@ -520,11 +547,7 @@ pub fn deploy(sandbox: &Sandbox, haproxy: &Haproxy, context: &Path, extra: &[&st
     let out = deploy_command(sandbox, haproxy, context, extra)
         .output()
         .expect("run zdd-deploy");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// The `scripts/zdd-deploy` command [`deploy`] runs, to spawn it.

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{Listen, Pg, Project, Run, TempDir};
-use zdd_e2e::{docker, docker_lines};
+use support::{Listen, Pg, Project, Run};
+use zdd_e2e::docker;
 
 #[track_caller]
 fn docker_ok(args: &[&str]) -> String {
@@ -30,36 +30,27 @@ fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// What one test creates on the engine; removed when dropped.
+/// What one test creates on the engine: the end-to-end harness's sandbox
+/// (its id, a folder, and removal of everything labelled with the id when
+/// dropped) and the test image, which carries that label.
 struct Sandbox {
-    id: String,
+    env: zdd_e2e::Sandbox,
     image: String,
-    _context: TempDir,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let id = support::unique(&format!("zdd-migrate-e2e-{name}"));
-        let context = TempDir::new(&format!("zdd-migrate-image-{name}"));
-        build_context(context.path(), &id);
-        let image = format!("zdd-migrate-test:{}", id.rsplit_once("e2e-").unwrap().1);
-        let sandbox = Sandbox {
-            id,
-            image,
-            _context: context,
-        };
-        docker_ok(&[
-            "build",
-            "-q",
-            "-t",
-            &sandbox.image,
-            sandbox._context.path().to_str().unwrap(),
-        ]);
-        sandbox
+        let env = zdd_e2e::Sandbox::new(&format!("migrate-{name}"));
+        let context = env.dir.join("image");
+        std::fs::create_dir_all(&context).unwrap();
+        build_context(&context, &env.id);
+        let image = format!("zdd-migrate-test:{}", env.id);
+        docker_ok(&["build", "-q", "-t", &image, context.to_str().unwrap()]);
+        Sandbox { env, image }
     }
 
-    fn label(&self) -> String {
-        format!("zdd.test={}", self.id)
+    fn id(&self) -> &str {
+        &self.env.id
     }
 
     /// A running stand-in replica of `service` at `release`.
@@ -81,56 +72,23 @@ impl Sandbox {
 
     /// A network labelled for cleanup: (name, gateway, subnet).
     fn network(&self) -> (String, String, String) {
-        let label = self.label();
-        docker_ok(&[
-            "network",
-            "create",
-            "--label",
-            &label,
-            "--label",
-            "zdd.e2e=1",
-            &self.id,
-        ]);
-        let gateway = docker_ok(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-            &self.id,
-        ]);
-        let subnet = docker_ok(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{(index .IPAM.Config 0).Subnet}}",
-            &self.id,
-        ]);
-        (self.id.clone(), gateway, subnet)
+        let name = self.env.network("net");
+        let ipam = |field: &str| {
+            docker_ok(&[
+                "network",
+                "inspect",
+                "-f",
+                &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
+                &name,
+            ])
+        };
+        let (gateway, subnet) = (ipam("Gateway"), ipam("Subnet"));
+        (name, gateway, subnet)
     }
 
+    /// The sandbox's containers, stopped ones too.
     fn containers(&self, filters: &[&str]) -> Vec<String> {
-        let label = format!("label={}", self.label());
-        let mut args = vec!["ps", "-aq", "--no-trunc", "--filter", &label];
-        for filter in filters {
-            args.extend(["--filter", filter]);
-        }
-        docker_lines(&args)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let ids = self.containers(&[]);
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(ids.iter().map(String::as_str));
-            docker(&args);
-        }
-        let label = format!("label={}", self.label());
-        for network in docker_lines(&["network", "ls", "-q", "--filter", &label]) {
-            docker(&["network", "rm", &network]);
-        }
-        docker(&["rmi", "-f", &self.image]);
+        self.env.container_ids(true, filters)
     }
 }
 
@@ -217,7 +175,7 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
 #[test]
 fn contract_is_refused_while_an_old_release_runs() {
     let sandbox = Sandbox::new("contract");
-    let service = sandbox.id.clone();
+    let service = sandbox.id().to_owned();
     let old = sandbox.replica(&service, "r1-old", &[]);
     sandbox.replica(&service, "r2-new", &[]);
 
@@ -269,7 +227,7 @@ fn contract_is_refused_while_an_old_release_runs() {
 #[test]
 fn run_executes_a_one_off_that_reaches_the_database_and_fails_the_step_when_it_fails() {
     let sandbox = Sandbox::new("run");
-    let service = sandbox.id.clone();
+    let service = sandbox.id().to_owned();
     let (network, gateway, subnet) = sandbox.network();
 
     // A PostgreSQL that only containers on this network may use: it

@@ -110,43 +110,7 @@ pub fn site(v: u32) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// The result of one run of the binary.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn records(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect()
-    }
-
-    /// The only record; panics unless there is exactly one.
-    pub fn record(&self) -> Value {
-        let records = self.records();
-        assert_eq!(
-            records.len(),
-            1,
-            "stdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        records.into_iter().next().unwrap()
-    }
-
-    pub fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-}
+pub use zdd_e2e::Run;
 
 pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("zdd-assets")
@@ -159,11 +123,7 @@ pub fn zdd(args: &[&str]) -> Run {
         .stdin(Stdio::null())
         .output()
         .expect("run zdd-assets");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// `zdd-assets publish SOURCE --root ROOT -q`, which must succeed.
