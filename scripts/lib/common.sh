@@ -31,8 +31,9 @@ need() {
 # directly (in containers and micro-VMs the init script can fail, e.g. on
 # `ulimit -n`). A daemon that is already starting is given time: on
 # fuse-overlayfs the first start can take a while.
-ZDD_DOCKERD_LOG=${ZDD_DOCKERD_LOG:-/var/log/zdd-dockerd.log}
 need_docker() {
+    local sudo= log=${ZDD_DOCKERD_LOG:-/var/log/zdd-dockerd.log}
+    [ "$(id -u)" = 0 ] || { sudo=sudo; log=${ZDD_DOCKERD_LOG:-${TMPDIR:-/tmp}/zdd-dockerd.log}; }
     need docker docker.io
     docker info >/dev/null 2>&1 && return 0
     case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
@@ -43,11 +44,14 @@ need_docker() {
     if ! pgrep -x dockerd >/dev/null 2>&1; then
         command -v dockerd >/dev/null 2>&1 || apt_install docker.io
         say "the Docker engine is not running; starting it"
-        if command -v service >/dev/null 2>&1; then service docker start >/dev/null 2>&1 || true; fi
+        if command -v service >/dev/null 2>&1; then $sudo service docker start >/dev/null 2>&1 || true; fi
         sleep 1
         if ! pgrep -x dockerd >/dev/null 2>&1; then
-            say "starting dockerd directly (log: $ZDD_DOCKERD_LOG)"
-            (setsid nohup dockerd >>"$ZDD_DOCKERD_LOG" 2>&1 </dev/null &)
+            # A daemon that died leaves its pid file, and dockerd refuses to
+            # start over one; no dockerd runs, so it is stale.
+            $sudo rm -f /var/run/docker.pid
+            say "starting dockerd directly (log: $log)"
+            (setsid nohup $sudo dockerd >>"$log" 2>&1 </dev/null &)
         fi
     else
         say "the Docker engine is running but does not answer yet; waiting"
@@ -59,9 +63,9 @@ need_docker() {
         waited=$((waited + 1))
         [ $((waited % 20)) -ne 0 ] || say "still waiting for the Docker engine (${waited}s)"
     done
-    if [ -s "$ZDD_DOCKERD_LOG" ]; then
-        say "last lines of $ZDD_DOCKERD_LOG:"
-        tail -n 20 "$ZDD_DOCKERD_LOG" >&2
+    if [ -s "$log" ]; then
+        say "last lines of $log:"
+        tail -n 20 "$log" >&2
     fi
     die "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} after ${waited}s; start one (dockerd) and retry"
 }
