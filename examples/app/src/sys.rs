@@ -22,24 +22,7 @@ pub fn shutdown_requested() -> bool {
 /// Makes SIGTERM and SIGINT set [`shutdown_requested`] instead of killing
 /// the process.
 pub fn install_shutdown_handlers() -> io::Result<()> {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the zeroed `sigaction` is a valid value (empty mask, no
-        // flags) before the handler and flags are filled in, and the handler
-        // only stores to an atomic, which is async-signal-safe.
-        let result = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_shutdown_signal as extern "C" fn(c_int) as libc::sighandler_t;
-            // Restart interrupted system calls, so the rest of the program
-            // only sees the flag, not stray EINTR errors.
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if result != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    zdd_signals::install(&[libc::SIGTERM, libc::SIGINT], on_shutdown_signal)
 }
 
 extern "C" fn on_shutdown_signal(_signal: c_int) {

@@ -28,22 +28,7 @@ pub fn stop_signalled() -> bool {
 /// Makes the first SIGTERM or SIGINT set [`stop_signalled`] instead of
 /// killing the process.
 pub fn install_stop_handlers() -> io::Result<()> {
-    for signal in STOP_SIGNALS {
-        // SAFETY: the zeroed `sigaction` is a valid value (empty mask, no
-        // flags) before the handler is filled in, and the handler only
-        // calls async-signal-safe functions.
-        let result = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_stop_signal as extern "C" fn(c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if result != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    zdd_signals::install(&STOP_SIGNALS, on_stop_signal)
 }
 
 extern "C" fn on_stop_signal(signal: c_int) {
