@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
+use zdd_e2e::free_port;
 use zdd_route::haproxy::{Endpoint, Runtime, ServerStat, ServerState};
 
 /// Fast checks, so a test waits tenths of a second for a server to be UP.
@@ -39,14 +40,6 @@ struct Haproxy {
     user_socket: PathBuf,
     /// The frontend routing to backend `web`.
     frontend: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Haproxy {

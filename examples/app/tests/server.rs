@@ -2,27 +2,19 @@
 //! it, the way a deploy tool or load balancer would.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use zdd_e2e::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zdd-example-app");
 
 /// Generous bound for things that should take milliseconds, so the tests
 /// still pass on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(5);
-
-/// A port nothing listens on (there is a small race: someone else could
-/// take it before the app does).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The app, running as a child process, killed when dropped.
 struct App {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,7 +110,7 @@ pub fn site(v: u32) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-pub use zdd_e2e::Run;
+pub use zdd_e2e::{free_port, Run};
 
 pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("zdd-assets")
@@ -444,14 +444,6 @@ fn which(name: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An HTTP response, headers lowercased.
