@@ -492,8 +492,17 @@ pub struct Load {
 }
 
 impl Load {
+    /// Requests per second of one load, in total. Steady, not as fast as
+    /// the clients go: several tests run at once on two cores, and
+    /// unthrottled loads starve the Docker engine (a replica's start took
+    /// 8 s and its HEALTHCHECK exec over 1 s), which tests the machine, not
+    /// the deploy. A request failing in a 100 ms window still shows as ~40
+    /// failures at this rate; `scripts/bench-deploy` measures the deploys
+    /// under load as fast as it goes.
+    pub const RATE: u32 = 400;
+
     /// Starts `concurrency` clients, half keep-alive, half a new connection
-    /// per request.
+    /// per request, sending [`Load::RATE`] requests per second in all.
     pub fn start(sandbox: &Sandbox, url: &str, concurrency: usize) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let stop_file = sandbox
@@ -510,6 +519,7 @@ impl Load {
                 "10s",
             ])
             .args(["--concurrency", &concurrency.to_string()])
+            .args(["--rate", &Self::RATE.to_string()])
             .arg("--until-file")
             .arg(&stop_file)
             .stdout(Stdio::piped())
@@ -568,6 +578,10 @@ pub fn deploy_command(
             "app",
             "--grace",
             "10s",
+            // A generous bound for a busy machine; a release that is never
+            // healthy still fails at once, when Docker calls it unhealthy.
+            "--health-timeout",
+            "30s",
         ])
         .arg("--haproxy-socket")
         .arg(&haproxy.socket)
