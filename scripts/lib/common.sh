@@ -13,12 +13,24 @@ apt_install() {
     [ "$(id -u)" = 0 ] || sudo=sudo
     if [ -z "$_zdd_apt_updated" ]; then
         say "apt-get update"
-        $sudo apt-get update -qq >&2 || die "apt-get update failed"
+        retry 3 $sudo apt-get update -qq >&2 || die "apt-get update failed"
         _zdd_apt_updated=1
     fi
     say "installing $*"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >&2 \
+    retry 3 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
         || die "apt-get install $* failed"
+}
+
+# retry N COMMAND...: run COMMAND up to N times, 5 s apart (a package
+# mirror that drops one connection should not fail a whole run).
+retry() {
+    local tries=$1 n=1; shift
+    until "$@"; do
+        [ "$n" -lt "$tries" ] || return 1
+        say "failed (try $n of $tries): $*; retrying in 5 s"
+        n=$((n + 1))
+        sleep 5
+    done
 }
 
 # need COMMAND [PACKAGE]: install PACKAGE (default: COMMAND) if COMMAND is missing.
