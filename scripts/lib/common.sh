@@ -5,19 +5,21 @@
 say() { printf '%s: %s\n' "${ZDD_SCRIPT:-zdd}" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+is_root() { [ "$(id -u)" = 0 ]; }
+# as_root COMMAND...: run COMMAND as root (through sudo unless we are root).
+as_root() { if is_root; then "$@"; else sudo "$@"; fi; }
+
 # apt-get update at most once per run.
 _zdd_apt_updated=
 apt_install() {
     command -v apt-get >/dev/null || die "cannot install $* (no apt-get); install it by hand"
-    local sudo=
-    [ "$(id -u)" = 0 ] || sudo=sudo
     if [ -z "$_zdd_apt_updated" ]; then
         say "apt-get update"
-        retry 3 $sudo apt-get update -qq >&2 || die "apt-get update failed"
+        retry 3 as_root apt-get update -qq >&2 || die "apt-get update failed"
         _zdd_apt_updated=1
     fi
     say "installing $*"
-    retry 3 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
+    retry 3 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
         || die "apt-get install $* failed"
 }
 
@@ -44,8 +46,8 @@ need() {
 # `ulimit -n`). A daemon that is already starting is given time: on
 # fuse-overlayfs the first start can take a while.
 need_docker() {
-    local sudo= log=${ZDD_DOCKERD_LOG:-/var/log/zdd-dockerd.log}
-    [ "$(id -u)" = 0 ] || { sudo=sudo; log=${ZDD_DOCKERD_LOG:-${TMPDIR:-/tmp}/zdd-dockerd.log}; }
+    local log=${ZDD_DOCKERD_LOG:-/var/log/zdd-dockerd.log}
+    is_root || log=${ZDD_DOCKERD_LOG:-${TMPDIR:-/tmp}/zdd-dockerd.log}
     need docker docker.io
     docker info >/dev/null 2>&1 && return 0
     case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
@@ -56,14 +58,14 @@ need_docker() {
     if ! pgrep -x dockerd >/dev/null 2>&1; then
         command -v dockerd >/dev/null 2>&1 || apt_install docker.io
         say "the Docker engine is not running; starting it"
-        if command -v service >/dev/null 2>&1; then $sudo service docker start >/dev/null 2>&1 || true; fi
+        if command -v service >/dev/null 2>&1; then as_root service docker start >/dev/null 2>&1 || true; fi
         sleep 1
         if ! pgrep -x dockerd >/dev/null 2>&1; then
             # A daemon that died leaves its pid file, and dockerd refuses to
             # start over one; no dockerd runs, so it is stale.
-            $sudo rm -f /var/run/docker.pid
+            as_root rm -f /var/run/docker.pid
             say "starting dockerd directly (log: $log)"
-            (setsid nohup $sudo dockerd >>"$log" 2>&1 </dev/null &)
+            (as_root setsid nohup dockerd >>"$log" 2>&1 </dev/null &)
         fi
     else
         say "the Docker engine is running but does not answer yet; waiting"
