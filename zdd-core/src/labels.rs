@@ -10,6 +10,10 @@ pub const SERVICE: &str = "zdd.service";
 pub const RELEASE: &str = "zdd.release";
 /// The container port the service listens on, when zdd was told it.
 pub const PORT: &str = "zdd.port";
+/// The deploy run that created the container (`zdd-scale --run`), so a
+/// run killed before it wrote its records can still be rolled back by the
+/// next one.
+pub const RUN: &str = "zdd.run";
 /// Set to `true` on one-off containers (migrations, admin commands): never a
 /// replica, never routed.
 pub const ONEOFF: &str = "zdd.oneoff";

@@ -13,6 +13,8 @@
 //!   negotiation) and turning a container into a record;
 //! - [`service`]: which containers belong to a service (zdd or Compose
 //!   labels, never names; one-off containers excluded);
+//! - [`evidence`]: the one rule for "the old release may go" and the one
+//!   for "a rollback may withdraw the new replicas";
 //! - [`error`] and [`exit`]: one error type and the documented exit codes;
 //! - [`cli`]: the thin `main` every tool shares (progress on stderr, quiet
 //!   broken pipes, error to exit code).
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod docker;
 pub mod duration;
 pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod jsonl;
 pub mod labels;

@@ -121,6 +121,11 @@ pub struct ContainerRecord {
     /// The engine's state when the record was made (`running`, `exited`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Set by `zdd-scale` on `new` records: `true` when this run created
+    /// the container, `false` when it served before the run (reused). A
+    /// rollback withdraws and removes only what its run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     /// Why the health is what it is (probe answer, exit code, deadline).
@@ -153,6 +158,7 @@ impl ContainerRecord {
             address: None,
             role: None,
             state: None,
+            started: None,
             health: None,
             health_reason: None,
             routed: None,

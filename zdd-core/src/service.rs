@@ -1,11 +1,22 @@
 //! Which containers are the replicas of a service.
 //!
-//! A container belongs to service `S` when it carries the zdd label
-//! `zdd.service=S`, or the Compose label `com.docker.compose.service=S` (so
-//! a service started with `docker-compose up` is adopted as it is). With a
-//! project given, the Compose project label must match too. One-off
-//! containers (`docker-compose run`, migration runs) are never replicas.
-//! Names are never parsed: `api-old-backup` is not a replica of `api`.
+//! A service is exactly one set of containers:
+//!
+//! - without a project, zdd's own: the label `zdd.service=S` and no Compose
+//!   project label;
+//! - with a project `P`, that Compose project's service: the labels
+//!   `com.docker.compose.project=P` and `com.docker.compose.service=S` (so a
+//!   service started with `docker-compose up` is adopted as it is, and the
+//!   replicas zdd adds to it carry the same labels).
+//!
+//! A same-named service of another project is never part of it. A name
+//! that could mean either (Compose runs a service `S` and zdd has no
+//! replica of its own `S`) is an input error naming the projects
+//! ([`Service::resolve`]): guessing would deploy beside, or retire, the
+//! wrong containers. One-off containers (`docker-compose run`, migration
+//! runs) are never replicas. Names are never parsed: `api-old-backup` is
+//! not a replica of `api`. `COMPOSE_PROJECT_NAME` is not read: a variable
+//! left in a shell must not change which containers a deploy acts on.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,13 +49,39 @@ impl Service {
         if is_oneoff(labels) {
             return false;
         }
-        let named = labels.get(labels::SERVICE) == Some(&self.name)
-            || labels.get(labels::compose::SERVICE) == Some(&self.name);
-        let in_project = match &self.project {
-            Some(project) => labels.get(labels::compose::PROJECT) == Some(project),
-            None => true,
-        };
-        named && in_project
+        match &self.project {
+            None => {
+                labels.get(labels::SERVICE) == Some(&self.name)
+                    && !labels.contains_key(labels::compose::PROJECT)
+            }
+            Some(project) => {
+                labels.get(labels::compose::PROJECT) == Some(project)
+                    && labels.get(labels::compose::SERVICE) == Some(&self.name)
+            }
+        }
+    }
+
+    /// The service `name` (of `project`, if given), checked against the
+    /// engine: without a project, a name that only Compose services carry
+    /// is ambiguous, an input error naming their projects.
+    pub async fn resolve(docker: &Docker, name: &str, project: Option<String>) -> Result<Self> {
+        let service = Service::new(name, project);
+        if service.project.is_some() {
+            return Ok(service);
+        }
+        let projects = compose_projects_with(docker, name).await?;
+        if projects.is_empty() || !service.containers(docker, true).await?.is_empty() {
+            return Ok(service);
+        }
+        Err(Error::Usage(format!(
+            "service `{name}` is ambiguous: Compose project(s) {} run a service `{name}`, and zdd runs no replica of its own `{name}`; pass --project {} to deploy that project's service, or choose another name for zdd's own",
+            projects
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            projects[0]
+        )))
     }
 
     /// The replicas of this service, oldest first, inspected. With
@@ -54,10 +91,12 @@ impl Service {
         docker: &Docker,
         include_stopped: bool,
     ) -> Result<Vec<ContainerInspectResponse>> {
-        // The engine ANDs label filters; a replica carries either label, so
-        // ask once per label and merge.
+        let key = match self.project {
+            None => labels::SERVICE,
+            Some(_) => labels::compose::SERVICE,
+        };
         let mut ids = BTreeMap::new();
-        for key in [labels::SERVICE, labels::compose::SERVICE] {
+        {
             let filters =
                 HashMap::from([("label".to_string(), vec![format!("{key}={}", self.name)])]);
             let options = ListContainersOptionsBuilder::default()
@@ -92,6 +131,30 @@ impl Service {
     }
 }
 
+/// The Compose projects that have a (non one-off) container of service
+/// `name`, sorted.
+async fn compose_projects_with(docker: &Docker, name: &str) -> Result<Vec<String>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={name}", labels::compose::SERVICE)],
+    )]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| Error::docker(format!("listing Compose services named `{name}`"), e))?;
+    let projects: std::collections::BTreeSet<String> = listed
+        .into_iter()
+        .filter_map(|c| c.labels)
+        .filter(|l| !is_oneoff(l))
+        .filter_map(|l| l.get(labels::compose::PROJECT).cloned())
+        .collect();
+    Ok(projects.into_iter().collect())
+}
+
 /// Whether a container is a one-off (never a replica, never routed).
 pub fn is_oneoff(labels: &HashMap<String, String>) -> bool {
     labels.get(labels::ONEOFF).is_some_and(|v| v == "true")
@@ -112,10 +175,16 @@ mod tests {
     }
 
     #[test]
-    fn owns_by_zdd_or_compose_label() {
+    fn without_a_project_only_zdds_own_replicas() {
         let api = Service::new("api", None);
         assert!(api.owns(&labels(&[("zdd.service", "api")])));
-        assert!(api.owns(&labels(&[("com.docker.compose.service", "api")])));
+        assert!(!api.owns(&labels(&[("com.docker.compose.service", "api")])));
+        // A replica zdd added to a Compose project is that project's.
+        assert!(!api.owns(&labels(&[
+            ("zdd.service", "api"),
+            ("com.docker.compose.project", "shop"),
+            ("com.docker.compose.service", "api")
+        ])));
         assert!(!api.owns(&labels(&[("zdd.service", "api-worker")])));
         assert!(!api.owns(&labels(&[])));
     }
@@ -124,26 +193,39 @@ mod tests {
     fn one_off_containers_are_never_replicas() {
         let api = Service::new("api", None);
         assert!(!api.owns(&labels(&[("zdd.service", "api"), ("zdd.oneoff", "true")])));
-        assert!(!api.owns(&labels(&[
+        let shop_api = Service::new("api", Some("shop".into()));
+        assert!(!shop_api.owns(&labels(&[
+            ("com.docker.compose.project", "shop"),
             ("com.docker.compose.service", "api"),
             ("com.docker.compose.oneoff", "True")
         ])));
-        assert!(api.owns(&labels(&[
+        assert!(shop_api.owns(&labels(&[
+            ("com.docker.compose.project", "shop"),
             ("com.docker.compose.service", "api"),
             ("com.docker.compose.oneoff", "False")
         ])));
     }
 
     #[test]
-    fn a_project_must_match_when_given() {
+    fn with_a_project_only_that_projects_service() {
         let api = Service::new("api", Some("shop".into()));
         assert!(api.owns(&labels(&[
+            ("com.docker.compose.service", "api"),
+            ("com.docker.compose.project", "shop")
+        ])));
+        assert!(api.owns(&labels(&[
+            ("zdd.service", "api"),
             ("com.docker.compose.service", "api"),
             ("com.docker.compose.project", "shop")
         ])));
         assert!(!api.owns(&labels(&[
             ("com.docker.compose.service", "api"),
             ("com.docker.compose.project", "blog")
+        ])));
+        assert!(!api.owns(&labels(&[("zdd.service", "api")])));
+        assert!(!api.owns(&labels(&[
+            ("com.docker.compose.service", "web"),
+            ("com.docker.compose.project", "shop")
         ])));
     }
 }

@@ -89,20 +89,28 @@ pub enum Command {
     ///
     /// Refused (exit 1, nothing run) while a running replica of --service
     /// has a release other than --release, as the Docker engine reports
-    /// them; --force skips the check.
+    /// them, and also when the engine lists no running replica of --service
+    /// at all (a misspelt --service or --project finds none), unless
+    /// --no-replicas-expected says so; --force skips the check.
     #[command(after_help = zdd_core::exit::HELP)]
     Contract {
         /// The service whose replicas must all run --release.
         #[arg(long, required_unless_present = "force")]
         service: Option<String>,
-        /// Only replicas of this Compose project.
-        #[arg(long, env = "COMPOSE_PROJECT_NAME")]
+        /// Only replicas of this Compose project (COMPOSE_PROJECT_NAME is
+        /// not read).
+        #[arg(long)]
         project: Option<String>,
         /// The release being rolled out (the `release` of zdd-build's
         /// image record).
         #[arg(long, required_unless_present = "force")]
         release: Option<String>,
-        /// Skip the check for running replicas of older releases.
+        /// No running replica of --service is expected (not deployed yet,
+        /// or stopped on purpose): finding none is fine. Replicas of
+        /// another release still refuse.
+        #[arg(long)]
+        no_replicas_expected: bool,
+        /// Skip the check for running replicas entirely.
         #[arg(long)]
         force: bool,
         #[command(flatten)]
@@ -215,6 +223,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
             service,
             project,
             release,
+            no_replicas_expected,
             force,
             db,
         } => {
@@ -227,20 +236,12 @@ pub async fn run(args: Args) -> Result<Outcome> {
                     unreachable!("clap requires --service and --release without --force");
                 };
                 let service = Service::new(service, project);
-                let older = rollout::older_replicas(&service, &release).await?;
-                if !older.is_empty() {
-                    progress.error(format_args!(
-                        "refusing to contract: {} replica(s) of service `{}` still run an older release than {release}: {}; retire them first (or --force)",
-                        older.len(),
-                        service.name,
-                        rollout::describe(&older)
-                    ));
+                let gate = rollout::check(&service, &release, no_replicas_expected).await?;
+                if let Some(refusal) = contract_refusal(&gate, &service, &release) {
+                    progress.error(refusal);
                     return Ok(Outcome::StepFailed);
                 }
-                progress.info(format_args!(
-                    "no replica of service `{}` runs a release other than {release}",
-                    service.name
-                ));
+                progress.info(contract_clearance(&gate, &service, &release));
             }
             blocking(move || prepared.apply(Step::Contract, progress)).await
         }
@@ -285,6 +286,40 @@ pub async fn run(args: Args) -> Result<Outcome> {
             })
             .await
         }
+    }
+}
+
+/// Why `contract` refuses after this check, or `None` when it may go on.
+fn contract_refusal(gate: &rollout::Gate, service: &Service, release: &str) -> Option<String> {
+    let name = rollout::name(service);
+    match gate {
+        rollout::Gate::Current(_) | rollout::Gate::NoneExpected => None,
+        rollout::Gate::Older(older) => Some(format!(
+            "refusing to contract: {} replica(s) of {name} still run an older release than {release}: {}; retire them first (or --force)",
+            older.len(),
+            rollout::describe(older)
+        )),
+        rollout::Gate::NoReplicas => {
+            let check = if service.project.is_some() {
+                "--service and --project"
+            } else {
+                "--service (and --project for a Compose service)"
+            };
+            Some(format!(
+                "refusing to contract: the Docker engine lists no running replica of {name}, so it cannot tell whether an older release still runs; check {check}, or, if no replica is expected (not deployed yet, stopped on purpose), run again with --no-replicas-expected"
+            ))
+        }
+    }
+}
+
+/// The progress line when the check passed.
+fn contract_clearance(gate: &rollout::Gate, service: &Service, release: &str) -> String {
+    let name = rollout::name(service);
+    match gate {
+        rollout::Gate::NoneExpected => {
+            format!("no running replica of {name}, as --no-replicas-expected says")
+        }
+        _ => format!("no replica of {name} runs a release other than {release}"),
     }
 }
 
@@ -376,4 +411,100 @@ fn lint_command(dir: &std::path::Path, dialect: Dialect, progress: Progress) -> 
         started.elapsed().as_millis()
     ));
     Ok(Outcome::from_success(errors == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Args, clap::Error> {
+        Args::try_parse_from(
+            ["zdd-migrate"]
+                .iter()
+                .chain(args)
+                .chain(&["--database", "app.db"]),
+        )
+    }
+
+    #[test]
+    fn contract_takes_no_replicas_expected() {
+        let args = parse(&["contract", "--service", "api", "--release", "r2"]).unwrap();
+        let Command::Contract {
+            no_replicas_expected,
+            force,
+            ..
+        } = args.command
+        else {
+            panic!("{:?}", args.command);
+        };
+        assert!(!no_replicas_expected && !force);
+
+        let args = parse(&[
+            "contract",
+            "--service",
+            "api",
+            "--release",
+            "r2",
+            "--no-replicas-expected",
+        ])
+        .unwrap();
+        let Command::Contract {
+            service,
+            release,
+            no_replicas_expected,
+            force,
+            ..
+        } = args.command
+        else {
+            panic!("{:?}", args.command);
+        };
+        assert!(no_replicas_expected && !force);
+        assert_eq!(service.as_deref(), Some("api"));
+        assert_eq!(release.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn no_replicas_expected_still_needs_the_service_and_release() {
+        let error = parse(&["contract", "--no-replicas-expected"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        parse(&["contract", "--force"]).unwrap();
+    }
+
+    #[test]
+    fn project_is_never_read_from_the_environment() {
+        let mut command = Args::command();
+        for sub in ["contract", "run"] {
+            let sub = command.find_subcommand_mut(sub).unwrap();
+            let project = sub
+                .get_arguments()
+                .find(|a| a.get_id() == "project")
+                .unwrap();
+            assert_eq!(project.get_env(), None, "{}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn the_refusals_name_the_service_and_the_way_on() {
+        let service = Service::new("api", Some("shop".into()));
+        let refusal = contract_refusal(&rollout::Gate::NoReplicas, &service, "r2").unwrap();
+        assert!(
+            refusal.contains("no running replica of service `api` of Compose project `shop`")
+                && refusal.contains("--no-replicas-expected")
+                && refusal.contains("check --service and --project"),
+            "{refusal}"
+        );
+        assert_eq!(
+            contract_refusal(&rollout::Gate::NoneExpected, &service, "r2"),
+            None
+        );
+        assert_eq!(
+            contract_refusal(&rollout::Gate::Current(1), &service, "r2"),
+            None
+        );
+    }
 }

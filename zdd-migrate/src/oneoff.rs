@@ -47,8 +47,9 @@ pub struct Request {
     /// The service (default: the image record's `service`).
     #[arg(long)]
     pub service: Option<String>,
-    /// Only replicas of this Compose project are looked at.
-    #[arg(long, env = "COMPOSE_PROJECT_NAME")]
+    /// Only replicas of this Compose project are looked at
+    /// (COMPOSE_PROJECT_NAME is not read).
+    #[arg(long)]
     pub project: Option<String>,
     /// The image to run (default: the `image` record on stdin).
     #[arg(long)]

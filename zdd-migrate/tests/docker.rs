@@ -70,6 +70,23 @@ impl Sandbox {
         docker_ok(&args)
     }
 
+    /// A stand-in replica of `service` at `release` that was created and
+    /// never started, as a stopped one is: not a running replica.
+    fn stopped_replica(&self, service: &str, release: &str) -> String {
+        let service_label = format!("zdd.service={service}");
+        let release_label = format!("zdd.release={release}");
+        docker_ok(&[
+            "create",
+            "--label",
+            &service_label,
+            "--label",
+            &release_label,
+            &self.image,
+            "/sleep",
+            "300",
+        ])
+    }
+
     /// A network labelled for cleanup: (name, gateway, subnet).
     fn network(&self) -> (String, String, String) {
         let name = self.env.network("net");
@@ -222,6 +239,193 @@ fn contract_is_refused_while_an_old_release_runs() {
     let allowed = project.run(&contract);
     allowed.expect(0);
     assert_eq!(allowed.statuses(), [(2, "applied".into())]);
+}
+
+/// A folder with an expand migration (applied by `up` here) and a pending
+/// contract migration, on SQLite.
+fn contract_project(name: &str) -> (Project, String) {
+    let project = Project::new(name);
+    project
+        .write(
+            "0001_users.sql",
+            "-- zdd: phase=expand\nCREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT);\n",
+        )
+        .write(
+            "0002_drop_name.sql",
+            "-- zdd: phase=contract\nALTER TABLE users DROP COLUMN name;\n",
+        );
+    let db = project.sqlite();
+    project.run(&["up", "--database", &db]).expect(0);
+    (project, db)
+}
+
+/// The history table's `status` of `version`, `None` without a row.
+fn history_status(db: &str, version: i64) -> Option<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut query = conn
+        .prepare("SELECT status FROM zdd_migrations WHERE version = ?1")
+        .unwrap();
+    let mut rows = query.query([version]).unwrap();
+    rows.next().unwrap().map(|row| row.get(0).unwrap())
+}
+
+/// Whether the contract migration's column drop happened.
+fn name_column_exists(db: &str) -> bool {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('users') WHERE name = 'name'",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .unwrap()
+        == 1
+}
+
+#[test]
+fn contract_is_refused_when_no_replica_of_the_service_runs() {
+    let sandbox = Sandbox::new("contract-none");
+    // A misspelt service: nothing carries its name. A stopped container
+    // of the service is no running replica either.
+    let service = format!("{}-api", sandbox.id());
+    sandbox.stopped_replica(&service, "r1-old");
+    let (project, db) = contract_project("docker-contract-none");
+
+    let contract = [
+        "contract",
+        "--service",
+        &service,
+        "--release",
+        "r2-new",
+        "--database",
+        &db,
+    ];
+    let refused = project.run(&contract);
+    refused.expect(1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "refusing to contract: the Docker engine lists no running replica of service `{service}`"
+        )) && refused.stderr.contains("--no-replicas-expected"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    // Nothing applied: no history row, the column is still there.
+    assert_eq!(history_status(&db, 2), None);
+    assert!(name_column_exists(&db));
+    let status = project.run(&["status", "--database", &db]);
+    status.expect(0);
+    assert_eq!(status.statuses()[1], (2, "pending".into()));
+    assert_eq!(status.of_type("migration_status")[0]["pending_contract"], 1);
+
+    // With a Compose project, the message names it too.
+    let in_project = project.run(&[
+        "contract",
+        "--service",
+        &service,
+        "--project",
+        "no-such-project",
+        "--release",
+        "r2-new",
+        "--database",
+        &db,
+    ]);
+    in_project.expect(1);
+    assert!(
+        in_project.stderr.contains(&format!(
+            "no running replica of service `{service}` of Compose project `no-such-project`"
+        )),
+        "{}",
+        in_project.stderr
+    );
+    assert_eq!(history_status(&db, 2), None);
+
+    // --force still skips the check entirely.
+    let forced = project.run(&["contract", "--force", "--database", &db]);
+    forced.expect(0);
+    assert_eq!(forced.statuses(), [(2, "applied".into())]);
+    assert_eq!(history_status(&db, 2).as_deref(), Some("applied"));
+    assert!(!name_column_exists(&db));
+}
+
+#[test]
+fn contract_with_no_replicas_expected_applies_when_none_runs_but_not_past_an_old_release() {
+    let sandbox = Sandbox::new("contract-expected");
+    let service = sandbox.id().to_owned();
+    let old = sandbox.replica(&service, "r1-old", &[]);
+    let (project, db) = contract_project("docker-contract-expected");
+
+    let contract = [
+        "contract",
+        "--service",
+        &service,
+        "--release",
+        "r2-new",
+        "--no-replicas-expected",
+        "--database",
+        &db,
+    ];
+    // The flag allows finding none, not finding an older release.
+    let refused = project.run(&contract);
+    refused.expect(1);
+    assert!(
+        refused.stderr.contains("still run an older release") && refused.stderr.contains("r1-old"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(history_status(&db, 2), None);
+
+    // The service is stopped on purpose: no replica, as expected.
+    docker_ok(&["rm", "-f", &old]);
+    let applied = project.run(&contract);
+    applied.expect(0);
+    assert_eq!(applied.statuses(), [(2, "applied".into())]);
+    assert!(
+        applied.stderr.contains(&format!(
+            "no running replica of service `{service}`, as --no-replicas-expected says"
+        )),
+        "{}",
+        applied.stderr
+    );
+    assert_eq!(history_status(&db, 2).as_deref(), Some("applied"));
+    assert!(!name_column_exists(&db));
+}
+
+#[test]
+fn contract_ignores_compose_project_name_from_the_environment() {
+    let sandbox = Sandbox::new("contract-env");
+    let service = sandbox.id().to_owned();
+    // A zdd replica, in no Compose project: a leftover COMPOSE_PROJECT_NAME
+    // read as --project would hide it, and the contract would pass.
+    sandbox.replica(&service, "r1-old", &[]);
+    let (project, db) = contract_project("docker-contract-env");
+
+    let out = Command::new(support::binary())
+        .args([
+            "contract",
+            "--service",
+            &service,
+            "--release",
+            "r2-new",
+            "--database",
+            &db,
+            "--dir",
+            project.migrations().to_str().unwrap(),
+        ])
+        .env_remove("DATABASE_URL")
+        .env("COMPOSE_PROJECT_NAME", "leftover-project")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let refused = Run::from_output(out);
+    refused.expect(1);
+    assert!(
+        refused.stderr.contains("still run an older release")
+            && refused.stderr.contains("r1-old")
+            && !refused.stderr.contains("leftover-project"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(history_status(&db, 2), None);
 }
 
 #[test]

@@ -18,12 +18,14 @@ use zdd_core::Result;
 #[derive(Debug, Parser)]
 #[command(name = "zdd-ps", version, after_help = zdd_core::exit::HELP)]
 pub struct Args {
-    /// The service: containers labelled `zdd.service=SERVICE` or
-    /// `com.docker.compose.service=SERVICE`.
+    /// The service: zdd's own replicas (label `zdd.service=SERVICE`), or
+    /// with --project that Compose project's service.
     pub service: String,
 
-    /// Only containers of this Compose project (`com.docker.compose.project`).
-    #[arg(long, env = "COMPOSE_PROJECT_NAME")]
+    /// List this Compose project's service (`com.docker.compose.project`
+    /// and `…service`). A name only Compose services have needs it (exit 2
+    /// naming the projects). `COMPOSE_PROJECT_NAME` is not read.
+    #[arg(long)]
     pub project: Option<String>,
 
     /// Include containers that are not running.
@@ -42,7 +44,7 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new("zdd-ps", args.common.quiet);
     let docker = docker::connect().await?;
-    let service = Service::new(&args.service, args.project.clone());
+    let service = Service::resolve(&docker, &args.service, args.project.clone()).await?;
     let containers = service.containers(&docker, args.all).await?;
     let mut out = RecordWriter::stdout();
     for inspect in &containers {

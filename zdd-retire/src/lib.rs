@@ -1,11 +1,18 @@
 //! `zdd-retire`: stop and remove exactly the replicas being replaced.
 //!
-//! The one destructive step, so it acts only on evidence in its input
-//! (see [`evidence`]): old replicas are retired only when the stream holds
-//! at least one new replica and every new replica is healthy, and routed
-//! where a routing step ran. A pipeline cut short, or an upstream step that
-//! failed, therefore never removes the old release. `--role new` retires
-//! the new replicas instead: the rollback, which needs no evidence.
+//! The one destructive step, so it acts only on evidence (the rules are in
+//! [`zdd_core::evidence`], shared with zdd-route): old replicas are retired
+//! only when the stream holds at least one new replica and every new
+//! replica is healthy, and routed where a routing step ran, and the engine
+//! confirms just before that every new replica still runs (and is healthy,
+//! where it has a HEALTHCHECK). A pipeline cut short, an upstream step that
+//! failed, or a new replica that crashed after its check therefore never
+//! removes the old release.
+//!
+//! `--role new` is the rollback: it removes only the new replicas its run
+//! started (`"started": true`), never one that served before the run, and
+//! only once the old release serves again where a routing step ran (the
+//! restore succeeded), so a rollback never removes the last capacity.
 //!
 //! Each container is retired by id after checking that its labels still
 //! make it a replica of the record's service; a container already gone is
@@ -19,8 +26,9 @@ use clap::Parser;
 use futures_util::future::join_all;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
 use zdd_core::docker::{self, Docker};
+use zdd_core::evidence::{self, Routing};
 use zdd_core::jsonl::{self, RecordWriter};
-use zdd_core::record::{ContainerRecord, Health, Role};
+use zdd_core::record::{ContainerRecord, Role};
 use zdd_core::service::Service;
 use zdd_core::{duration, Error, Result};
 
@@ -28,11 +36,19 @@ use zdd_core::{duration, Error, Result};
 /// containers of one role.
 ///
 /// By default retires the `old` containers, and only if the input holds at
-/// least one `new` container and every `new` container is healthy (and
-/// routed, where a routing step ran); otherwise it refuses, changes
-/// nothing and exits 1. `--role new` retires the new containers: the
-/// rollback. Writes every input record back; retired ones gain
-/// `"retired": true`.
+/// least one `new` container, every `new` container is healthy (and
+/// routed, where a routing step ran), and the engine confirms every `new`
+/// container still runs (healthy, where it has a HEALTHCHECK); otherwise
+/// it refuses, changes nothing and exits 1.
+///
+/// `--role new` is the rollback: it retires only the new containers this
+/// run started (`"started": true`, set by zdd-scale) and keeps those that
+/// served before it. Where a routing step ran, it refuses (exit 1,
+/// nothing touched) unless every old container is in service again (after
+/// `zdd-route --restore`): a rollback never removes the last serving
+/// capacity.
+///
+/// Writes every input record back; retired ones gain `"retired": true`.
 #[derive(Debug, Parser)]
 #[command(name = "zdd-retire", version, after_help = zdd_core::exit::HELP)]
 pub struct Args {
@@ -56,47 +72,64 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let records = jsonl::read_stdin()?;
     let containers = jsonl::require_containers(&records, "zdd-health or `zdd-ps --role`")?;
     let all: Vec<&ContainerRecord> = containers.iter().map(|(_, c)| c).collect();
-    if args.role == Role::Old {
-        if let Err(refusal) = evidence(&all) {
-            progress.error(format_args!(
-                "refusing to retire the old containers: {refusal}"
-            ));
-            let mut out = RecordWriter::stdout();
-            for record in &records {
-                out.pass(record)?;
-            }
-            return Ok(Outcome::StepFailed);
+    let refuse = |why: String| -> Result<Outcome> {
+        progress.error(format_args!(
+            "refusing to retire the {} containers: {why}; nothing was touched",
+            args.role.as_str()
+        ));
+        let mut out = RecordWriter::stdout();
+        for record in &records {
+            out.pass(record)?;
         }
+        Ok(Outcome::StepFailed)
+    };
+    let evidence = match args.role {
+        Role::Old => evidence::old_release_may_go(all.iter().copied(), Routing::AsRecorded),
+        Role::New => evidence::rollback_may_withdraw(all.iter().copied()),
+    };
+    if let Err(why) = evidence {
+        return refuse(why);
     }
 
     let targets: Vec<&(usize, ContainerRecord)> = containers
         .iter()
-        .filter(|(_, c)| c.role == Some(args.role))
+        .filter(|(_, c)| c.role == Some(args.role) && c.retired != Some(true))
+        .filter(|(_, c)| match args.role {
+            Role::Old => true,
+            Role::New if evidence::started_by_this_run(c) => true,
+            Role::New => {
+                progress.info(format_args!(
+                    "keeping {}: it served before this run (`started` is not true); a rollback removes only what its run started",
+                    c.label()
+                ));
+                false
+            }
+        })
         .collect();
     if targets.is_empty() {
         progress.info(format_args!(
             "no `{}` containers to retire",
             args.role.as_str()
         ));
+        RecordWriter::stdout().containers_updated(&records, &HashMap::new())?;
+        return Ok(Outcome::Success);
     }
-    let docker = if targets.is_empty() {
-        None
-    } else {
-        // A stop blocks for up to the grace period; leave room beyond it.
-        Some(
-            docker::connect()
-                .await?
-                .with_timeout(args.grace + Duration::from_secs(60)),
-        )
-    };
-    let results = join_all(targets.iter().map(|(_, record)| {
-        retire(
-            docker.as_ref().expect("connected when there are targets"),
-            record,
-            args.grace,
-            progress,
-        )
-    }))
+    // A stop blocks for up to the grace period; leave room beyond it.
+    let docker = docker::connect()
+        .await?
+        .with_timeout(args.grace + Duration::from_secs(60));
+    if args.role == Role::Old {
+        // The records are what the new replicas were; the engine says what
+        // they are now (one may have crashed after its health check).
+        if let Err(why) = evidence::new_replicas_still_serve(&docker, all.iter().copied()).await? {
+            return refuse(why);
+        }
+    }
+    let results = join_all(
+        targets
+            .iter()
+            .map(|(_, record)| retire(&docker, record, args.grace, progress)),
+    )
     .await;
 
     let mut all_retired = true;
@@ -118,40 +151,6 @@ pub async fn run(args: Args) -> Result<Outcome> {
     }
     RecordWriter::stdout().containers_updated(&records, &updated)?;
     Ok(Outcome::from_success(all_retired))
-}
-
-/// Why the old containers may not be retired, if they may not.
-pub fn evidence(containers: &[&ContainerRecord]) -> std::result::Result<(), String> {
-    let new: Vec<_> = containers
-        .iter()
-        .filter(|c| c.role == Some(Role::New))
-        .collect();
-    if new.is_empty() {
-        return Err("the input holds no `new` container, so nothing would replace them".into());
-    }
-    for container in &new {
-        if container.health != Some(Health::Healthy) {
-            let health = container.health.map_or("unchecked", Health::as_str);
-            let reason = container
-                .health_reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            return Err(format!(
-                "new container {} is {health}{reason}",
-                container.label()
-            ));
-        }
-    }
-    if new.iter().any(|c| c.routed.is_some()) {
-        if let Some(unrouted) = new.iter().find(|c| c.routed != Some(true)) {
-            return Err(format!(
-                "new container {} is not routed, and a routing step ran",
-                unrouted.label()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Stops and removes one container, after checking it is what the record
@@ -206,50 +205,4 @@ async fn retire(
     }
     progress.info(format_args!("retired {name}"));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn container(role: Role, health: Option<Health>, routed: Option<bool>) -> ContainerRecord {
-        let mut c = ContainerRecord::new("0123456789abcdef", "api");
-        c.role = Some(role);
-        c.health = health;
-        c.routed = routed;
-        c
-    }
-
-    #[test]
-    fn retires_old_only_when_every_new_is_healthy() {
-        let old = container(Role::Old, None, None);
-        let good = container(Role::New, Some(Health::Healthy), None);
-        let bad = container(Role::New, Some(Health::Unhealthy), None);
-        let unchecked = container(Role::New, None, None);
-        assert!(evidence(&[&old, &good]).is_ok());
-        assert!(evidence(&[&old])
-            .unwrap_err()
-            .contains("no `new` container"));
-        assert!(evidence(&[&old, &good, &bad])
-            .unwrap_err()
-            .contains("unhealthy"));
-        assert!(evidence(&[&old, &unchecked])
-            .unwrap_err()
-            .contains("unchecked"));
-    }
-
-    #[test]
-    fn when_routing_ran_every_new_must_be_routed() {
-        let old = container(Role::Old, None, None);
-        let routed = container(Role::New, Some(Health::Healthy), Some(true));
-        let unrouted = container(Role::New, Some(Health::Healthy), Some(false));
-        let silent = container(Role::New, Some(Health::Healthy), None);
-        assert!(evidence(&[&old, &routed]).is_ok());
-        assert!(evidence(&[&old, &routed, &unrouted])
-            .unwrap_err()
-            .contains("not routed"));
-        assert!(evidence(&[&old, &routed, &silent])
-            .unwrap_err()
-            .contains("not routed"));
-    }
 }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
+use zdd_core::evidence::{self, Routing};
 use zdd_core::jsonl::{self, Record, RecordWriter};
 use zdd_core::record::{ContainerRecord, Health, Role};
 use zdd_core::{duration, Error, Result};
@@ -101,9 +102,13 @@ pub const FIELD_DRAIN_TIMED_OUT: &str = "drain_timed_out";
 ///   role old
 ///       Set its server ready (add it again if it is missing) and wait
 ///       until it is UP: `"drained": false`, `"routed": true`.
-///   role new
-///       Drain its server (sessions to 0, or --drain-timeout), then
-///       delete it: `"routed": false`.
+///   role new, started true (this run created it)
+///       Once every old server is UP again: drain its server (sessions
+///       to 0, or --drain-timeout), then delete it: `"routed": false`.
+///       If an old server could not be restored, the new servers stay
+///       (exit 1): a rollback never removes the last serving capacity.
+///   role new, not started by this run (it served before)
+///       Left as it is.
 ///   retired true
 ///       Delete its server, as above.
 ///
@@ -212,7 +217,10 @@ impl Action {
             }
             (Some(Role::Old), false) => Some(Action::Drain),
             (Some(Role::Old), true) => Some(Action::Restore),
-            (Some(Role::New), true) => Some(Action::Withdraw),
+            // A rollback withdraws only what its own run started.
+            (Some(Role::New), true) if evidence::started_by_this_run(record) => {
+                Some(Action::Withdraw)
+            }
             _ => None,
         }
     }
@@ -377,7 +385,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
         },
     };
     let report = if args.restore {
-        router.restore(&items)
+        router.restore(&items, &containers)
     } else {
         router.deploy(&items, &containers)
     };
@@ -418,6 +426,18 @@ struct Report {
 }
 
 impl Report {
+    /// The container records as they stand now: each input record, or its
+    /// update where this step changed it.
+    fn current<'a>(
+        &'a self,
+        containers: &'a [(usize, ContainerRecord)],
+    ) -> Vec<&'a ContainerRecord> {
+        containers
+            .iter()
+            .map(|(index, record)| self.updated.get(index).unwrap_or(record))
+            .collect()
+    }
+
     fn set(&mut self, item: &Item, change: impl FnOnce(&mut ContainerRecord)) {
         let record = self
             .updated
@@ -471,11 +491,12 @@ impl Router {
     /// Default mode: route the new, then drain the old, then remove the
     /// retired.
     fn deploy(mut self, items: &[Item], containers: &[(usize, ContainerRecord)]) -> Report {
-        let routed = self.bring_up(items, Action::Route);
+        self.bring_up(items, Action::Route);
 
         let drains: Vec<&Item> = items.iter().filter(|i| i.action == Action::Drain).collect();
         if !drains.is_empty() {
-            match drain_evidence(containers, &routed) {
+            let now = self.report.current(containers);
+            match evidence::old_release_may_go(now.iter().copied(), Routing::Required) {
                 Ok(()) => self.drain(&drains, |report, item, drained| {
                     report.success(item, |r| mark_drained(r, drained))
                 }),
@@ -533,17 +554,31 @@ impl Router {
         }
     }
 
-    /// --restore: old servers ready and UP first (capacity), then the new
-    /// ones drained and removed, then the retired ones removed.
-    fn restore(mut self, items: &[Item]) -> Report {
+    /// --restore: old servers ready and UP first (capacity), then, once
+    /// the old release serves again, the new ones this run started drained
+    /// and removed; then the retired ones removed.
+    fn restore(mut self, items: &[Item], containers: &[(usize, ContainerRecord)]) -> Report {
         self.bring_up(items, Action::Restore);
 
         let withdraws: Vec<&Item> = items
             .iter()
             .filter(|i| i.action == Action::Withdraw)
             .collect();
-        self.drain(&withdraws, |_, _, _| {});
-        self.remove_all(items, Action::Withdraw);
+        let now = self.report.current(containers);
+        match evidence::rollback_may_withdraw(now.iter().copied()) {
+            Ok(()) => {
+                self.drain(&withdraws, |_, _, _| {});
+                self.remove_all(items, Action::Withdraw);
+            }
+            Err(why) if !withdraws.is_empty() => {
+                let message = format!("not withdrawing the new servers: {why}");
+                self.progress.error(&message);
+                for item in withdraws {
+                    self.report.failure(item, &message, |_| {});
+                }
+            }
+            Err(_) => {}
+        }
         self.remove_all(items, Action::Remove);
         self.report
     }
@@ -959,34 +994,6 @@ impl Router {
     }
 }
 
-/// Why old servers may not be drained yet, if they may not: capacity may
-/// drop only once every new container is healthy and UP in HAProxy.
-fn drain_evidence(
-    containers: &[(usize, ContainerRecord)],
-    routed: &HashSet<usize>,
-) -> std::result::Result<(), String> {
-    let new: Vec<&(usize, ContainerRecord)> = containers
-        .iter()
-        .filter(|(_, c)| c.role == Some(Role::New) && c.retired != Some(true))
-        .collect();
-    if new.is_empty() {
-        return Err("the input holds no `new` container to take their traffic".into());
-    }
-    for (index, container) in new {
-        if container.health != Some(Health::Healthy) {
-            let health = container.health.map_or("unchecked", Health::as_str);
-            return Err(format!("new container {} is {health}", container.label()));
-        }
-        if !routed.contains(index) {
-            return Err(format!(
-                "new container {} is not UP in HAProxy",
-                container.label()
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn mark_drained(record: &mut ContainerRecord, drained: Drained) {
     record.drained = Some(true);
     match drained.left {
@@ -1065,30 +1072,19 @@ mod tests {
         assert_eq!(Action::for_record(&old, false), Some(Action::Drain));
         assert_eq!(Action::for_record(&retired, false), Some(Action::Remove));
         assert_eq!(Action::for_record(&plain, false), None);
-        assert_eq!(Action::for_record(&healthy, true), Some(Action::Withdraw));
-        assert_eq!(Action::for_record(&unhealthy, true), Some(Action::Withdraw));
+        // A rollback withdraws only what its run started.
+        assert_eq!(Action::for_record(&healthy, true), None);
+        let mut started = healthy.clone();
+        started.started = Some(true);
+        assert_eq!(Action::for_record(&started, true), Some(Action::Withdraw));
+        let mut started_unhealthy = unhealthy.clone();
+        started_unhealthy.started = Some(true);
+        assert_eq!(
+            Action::for_record(&started_unhealthy, true),
+            Some(Action::Withdraw)
+        );
         assert_eq!(Action::for_record(&old, true), Some(Action::Restore));
         assert_eq!(Action::for_record(&retired, true), Some(Action::Remove));
-    }
-
-    #[test]
-    fn old_servers_drain_only_after_every_new_one_is_up() {
-        let new = container("n", Some(Role::New), Some(Health::Healthy));
-        let sick = container("s", Some(Role::New), Some(Health::Unhealthy));
-        let old = container("o", Some(Role::Old), None);
-        let routed = HashSet::from([0]);
-        assert!(drain_evidence(&[(0, new.clone()), (1, old.clone())], &routed).is_ok());
-        assert!(drain_evidence(&[(1, old.clone())], &routed)
-            .unwrap_err()
-            .contains("no `new` container"));
-        assert!(
-            drain_evidence(&[(0, new.clone()), (1, old.clone())], &HashSet::new())
-                .unwrap_err()
-                .contains("not UP")
-        );
-        assert!(drain_evidence(&[(0, new), (2, sick), (1, old)], &routed)
-            .unwrap_err()
-            .contains("unhealthy"));
     }
 
     fn records(lines: &str) -> Vec<Record> {

@@ -240,8 +240,11 @@ impl App {
         })
     }
 
+    /// A healthy new replica that this run started (zdd-scale's
+    /// `"started": true`).
     fn new_healthy(&self) -> Value {
         let mut record = self.record("new");
+        record["started"] = json!(true);
         record["health"] = json!("healthy");
         record["health_reason"] = json!("HTTP /healthz answered 200");
         record
@@ -477,6 +480,63 @@ fn restore_makes_the_drained_old_server_ready_and_removes_the_new_one() {
 }
 
 #[test]
+fn restore_keeps_a_new_server_that_served_before_the_run() {
+    let haproxy = Haproxy::start(None);
+    let (a, b) = (App::start("a", true), App::start("b", true));
+    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
+    // A rerun of the release that serves: `a` is reused (started false),
+    // `b` is the one this run started.
+    let mut reused = a.new_healthy();
+    reused["started"] = json!(false);
+    let scaled = haproxy.route(&[], &lines(&[reused, b.new_healthy()]));
+    scaled.expect(0);
+
+    let input = lines(&[scaled.container(&a), scaled.container(&b)]);
+    let run = haproxy.route(&["--restore"], &input);
+    run.expect(0);
+    assert_eq!(run.container(&a)["routed"], json!(true), "left as it was");
+    assert_eq!(run.container(&b)["routed"], json!(false));
+    let server = haproxy.server_at("web", a.port).expect("a's server stays");
+    assert!(!server.draining() && !server.in_maintenance());
+    assert!(haproxy.server_at("web", b.port).is_none());
+    for _ in 0..4 {
+        assert_eq!(haproxy.get("/"), (200, "a".to_owned()));
+    }
+}
+
+#[test]
+fn a_failed_restore_keeps_the_new_servers_serving() {
+    let haproxy = Haproxy::start(None);
+    let (a, b) = (App::start("a", true), App::start("b", true));
+    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
+    let switched = haproxy.route(&[], &lines(&[a.record("old"), b.new_healthy()]));
+    switched.expect(0);
+    // The old replica stops answering its check: it cannot serve again.
+    a.healthy.store(false, Ordering::SeqCst);
+    let old_name = haproxy.server_at("web", a.port).unwrap().name;
+    wait_for("the old server to be DOWN", || {
+        haproxy.stat("web", &old_name).status.starts_with("DOWN")
+    });
+
+    let input = lines(&[switched.container(&a), switched.container(&b)]);
+    let run = haproxy.route(&["--restore", "--up-timeout", "1s"], &input);
+    run.expect(1);
+    assert_eq!(run.container(&a)["routed"], json!(false));
+    let why = run.container(&b)["route_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("not withdrawing the new servers"), "{why}");
+    assert!(why.contains("api-a"), "{why}");
+    let server = haproxy.server_at("web", b.port).expect("b's server stays");
+    assert!(!server.draining() && !server.in_maintenance());
+    for _ in 0..4 {
+        assert_eq!(haproxy.get("/"), (200, "b".to_owned()));
+    }
+    a.healthy.store(true, Ordering::SeqCst);
+}
+
+#[test]
 fn a_server_from_the_config_file_is_adopted_by_address() {
     let legacy = App::start("legacy", true);
     let haproxy = Haproxy::start(Some(legacy.port));
@@ -549,7 +609,7 @@ fn a_new_server_whose_check_fails_is_not_routed_and_nothing_is_drained() {
     assert!(old["route_error"]
         .as_str()
         .unwrap()
-        .contains("not draining the old servers: new container api-b is not UP"));
+        .contains("not draining the old servers: new container api-b is not routed"));
     assert!(run.stderr.contains("not draining"), "{}", run.stderr);
 
     // The failed server stays for the rollback; the old one still serves.

@@ -10,8 +10,10 @@
 //! containers.
 //!
 //! Output: the input records, then one `container` record per replica of
-//! the new release (`role: new`), then one per other container of the
-//! service (`role: old`).
+//! the new release (`role: new`, with `started: true` for the replicas
+//! this run created and `started: false` for those that served before it,
+//! so a rollback removes only the former), then one per other container
+//! of the service (`role: old`).
 
 pub mod spec;
 pub mod template;
@@ -46,9 +48,19 @@ pub struct Args {
     #[arg(long)]
     pub service: Option<String>,
 
-    /// Only adopt containers of this Compose project.
-    #[arg(long, env = "COMPOSE_PROJECT_NAME")]
+    /// Deploy this Compose project's service (labels
+    /// `com.docker.compose.project` and `…service`). Without it, the
+    /// service is zdd's own (label `zdd.service`); a name only Compose
+    /// services have is then an input error naming their projects.
+    /// `COMPOSE_PROJECT_NAME` is not read.
+    #[arg(long)]
     pub project: Option<String>,
+
+    /// The deploy run these replicas belong to: each new container is
+    /// labelled `zdd.run=RUN`, so a run killed before its records were
+    /// written can still be rolled back (zdd-deploy passes its run id).
+    #[arg(long, value_name = "RUN", value_parser = parse_run)]
+    pub run: Option<String>,
 
     /// How many replicas of the new release to run (default: as many as
     /// the service runs now, at least 1).
@@ -99,7 +111,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
         }
     })?;
 
-    let service = Service::new(&service_name, args.project.clone());
+    let service = Service::resolve(&docker, &service_name, args.project.clone()).await?;
     let existing = service.containers(&docker, true).await?;
     let plan = Plan::new(&existing, &image.release, args.replicas);
 
@@ -141,6 +153,9 @@ pub async fn run(args: Args) -> Result<Outcome> {
     if let Some(port) = port {
         identity.insert(labels::PORT.to_string(), port.to_string());
     }
+    if let Some(run) = &args.run {
+        identity.insert(labels::RUN.to_string(), run.clone());
+    }
     let starts = names.into_iter().map(|(name, number)| {
         let mut labels = identity.clone();
         if let Some(number) = number {
@@ -159,16 +174,16 @@ pub async fn run(args: Args) -> Result<Outcome> {
     }
     let mut all_started = true;
     for inspect in &plan.reused {
-        out.container(&with_role(
-            docker::container_record(inspect, &service_name),
-            Role::New,
-        ))?;
+        let mut record = with_role(docker::container_record(inspect, &service_name), Role::New);
+        record.started = Some(false);
+        out.container(&record)?;
     }
     for result in started {
         match result {
             Ok(inspect) => {
-                let record =
+                let mut record =
                     with_role(docker::container_record(&inspect, &service_name), Role::New);
+                record.started = Some(true);
                 progress.info(format_args!(
                     "started {} ({})",
                     record.label(),
@@ -182,6 +197,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
                 if let Some(inspect) = container {
                     let mut record =
                         with_role(docker::container_record(&inspect, &service_name), Role::New);
+                    record.started = Some(true);
                     record.health = Some(zdd_core::record::Health::Exited);
                     record.health_reason = Some(error.to_string());
                     out.container(&record)?;
@@ -196,6 +212,17 @@ pub async fn run(args: Args) -> Result<Outcome> {
         ))?;
     }
     Ok(Outcome::from_success(all_started))
+}
+
+/// A run id becomes a label value and a folder name: keep it plain.
+fn parse_run(text: &str) -> std::result::Result<String, String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if text.is_empty() || text.len() > 128 || !text.chars().all(plain) {
+        return Err(format!(
+            "`{text}` is not a run id (1 to 128 letters, digits, `-`, `_`, `.`)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// The one `image` record of the input, with its line.

@@ -18,7 +18,7 @@ pub const HELP: &str = "\
 zdd-example-app: a tiny HTTP/1.1 server for zero-downtime deploy demos and tests
 
 USAGE:
-    zdd-example-app            serve HTTP on 0.0.0.0:$PORT
+    zdd-example-app            serve HTTP on 0.0.0.0:$PORT (127.0.0.1:$PORT if LISTEN_LOOPBACK_ONLY=1)
     zdd-example-app --probe    GET /healthz on 127.0.0.1:$PORT; exit 0 on 200, 1 otherwise
                                (gives up after 2 s; meant for Docker HEALTHCHECK)
     zdd-example-app --help     print this help
@@ -38,6 +38,10 @@ ENVIRONMENT (an empty value counts as unset):
     SHUTDOWN_DELAY_MS=N   keep accepting for N ms after SIGTERM/SIGINT (default: 0)
     CRASH_AFTER_MS=N      exit with code 3 N ms after start (default: never)
     NEVER_HEALTHY=1       /healthz always answers 503 (1/true/yes or 0/false/no)
+    LISTEN_LOOPBACK_ONLY=1
+                          listen on 127.0.0.1 instead of 0.0.0.0, so --probe passes
+                          but connections to any other address (e.g. a load balancer
+                          using the container IP) are refused (1/true/yes or 0/false/no)
 
 SIGNALS:
     SIGTERM, SIGINT   graceful shutdown: /healthz turns 503 and responses say
@@ -83,7 +87,8 @@ impl Command {
 pub struct Config {
     /// `APP_VERSION`: the body of `GET /` and the `X-App-Version` header.
     pub version: String,
-    /// `PORT`: the TCP port to listen on, on every interface.
+    /// `PORT`: the TCP port to listen on, on every interface unless
+    /// `listen_loopback_only`.
     pub port: u16,
     /// `STARTUP_DELAY_MS`: how long after start to begin listening.
     pub startup_delay: Duration,
@@ -95,6 +100,10 @@ pub struct Config {
     pub crash_after: Option<Duration>,
     /// `NEVER_HEALTHY`: make `/healthz` answer 503 forever.
     pub never_healthy: bool,
+    /// `LISTEN_LOOPBACK_ONLY`: listen on 127.0.0.1 instead of 0.0.0.0, so
+    /// that `--probe` (inside the container) passes while a load balancer
+    /// connecting to the container's address is refused.
+    pub listen_loopback_only: bool,
 }
 
 pub const DEFAULT_VERSION: &str = "dev";
@@ -120,6 +129,7 @@ impl Config {
             shutdown_delay: millis(lookup, "SHUTDOWN_DELAY_MS")?.unwrap_or_default(),
             crash_after: millis(lookup, "CRASH_AFTER_MS")?,
             never_healthy: flag(lookup, "NEVER_HEALTHY")?,
+            listen_loopback_only: flag(lookup, "LISTEN_LOOPBACK_ONLY")?,
         })
     }
 }
@@ -257,6 +267,7 @@ mod tests {
                 shutdown_delay: Duration::ZERO,
                 crash_after: None,
                 never_healthy: false,
+                listen_loopback_only: false,
             })
         );
     }
@@ -271,6 +282,7 @@ mod tests {
             ("SHUTDOWN_DELAY_MS", "3"),
             ("CRASH_AFTER_MS", "4"),
             ("NEVER_HEALTHY", "1"),
+            ("LISTEN_LOOPBACK_ONLY", "1"),
         ])
         .unwrap();
         assert_eq!(config.version, "v2");
@@ -280,11 +292,16 @@ mod tests {
         assert_eq!(config.shutdown_delay, Duration::from_millis(3));
         assert_eq!(config.crash_after, Some(Duration::from_millis(4)));
         assert!(config.never_healthy);
+        assert!(config.listen_loopback_only);
     }
 
     #[test]
     fn empty_means_unset() {
         assert_eq!(config(&[("PORT", ""), ("APP_VERSION", "")]), config(&[]));
+        assert_eq!(
+            config(&[("NEVER_HEALTHY", ""), ("LISTEN_LOOPBACK_ONLY", "")]),
+            config(&[])
+        );
     }
 
     #[test]
@@ -302,6 +319,12 @@ mod tests {
             config(&[("NEVER_HEALTHY", "maybe")]).unwrap_err().variable,
             "NEVER_HEALTHY"
         );
+        assert_eq!(
+            config(&[("LISTEN_LOOPBACK_ONLY", "on")])
+                .unwrap_err()
+                .variable,
+            "LISTEN_LOOPBACK_ONLY"
+        );
         let error = config(&[("APP_VERSION", "v1\r\nX-Evil: 1")]).unwrap_err();
         assert_eq!(error.variable, "APP_VERSION");
     }
@@ -315,8 +338,18 @@ mod tests {
             ("0", false),
             ("no", false),
         ] {
-            let config = config(&[("NEVER_HEALTHY", value)]).unwrap();
-            assert_eq!(config.never_healthy, expected, "NEVER_HEALTHY={value}");
+            let never_healthy = config(&[("NEVER_HEALTHY", value)]).unwrap();
+            assert_eq!(
+                never_healthy.never_healthy, expected,
+                "NEVER_HEALTHY={value}"
+            );
+            assert!(!never_healthy.listen_loopback_only, "NEVER_HEALTHY={value}");
+            let loopback_only = config(&[("LISTEN_LOOPBACK_ONLY", value)]).unwrap();
+            assert_eq!(
+                loopback_only.listen_loopback_only, expected,
+                "LISTEN_LOOPBACK_ONLY={value}"
+            );
+            assert!(!loopback_only.never_healthy, "LISTEN_LOOPBACK_ONLY={value}");
         }
     }
 
@@ -342,6 +375,7 @@ mod tests {
             "SHUTDOWN_DELAY_MS",
             "CRASH_AFTER_MS",
             "NEVER_HEALTHY",
+            "LISTEN_LOOPBACK_ONLY",
             "--probe",
         ] {
             assert!(

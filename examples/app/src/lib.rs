@@ -23,12 +23,13 @@
 //! | variable | default | effect |
 //! | --- | --- | --- |
 //! | `APP_VERSION` | `dev` | version to report |
-//! | `PORT` | `8080` | TCP port to listen on, on 0.0.0.0 |
+//! | `PORT` | `8080` | TCP port to listen on, on 0.0.0.0 (127.0.0.1 with `LISTEN_LOOPBACK_ONLY`) |
 //! | `STARTUP_DELAY_MS` | 0 | do not listen until N ms after start, so every kind of probe agrees the app is not ready |
 //! | `REQUEST_DELAY_MS` | 0 | `GET /` waits N ms before answering |
 //! | `SHUTDOWN_DELAY_MS` | 0 | keep accepting connections for N ms after SIGTERM/SIGINT |
 //! | `CRASH_AFTER_MS` | never | N ms after start, print a message and exit with code 3, whatever the app is doing |
 //! | `NEVER_HEALTHY` | false | `/healthz` always answers 503 (`1`/`true`/`yes`) |
+//! | `LISTEN_LOOPBACK_ONLY` | false | listen on 127.0.0.1 only: `--probe` (a Docker `HEALTHCHECK`) passes, a load balancer connecting to the container's address is refused |
 //!
 //! An empty value counts as unset; an invalid one is an error naming the
 //! variable (exit code 2). See [`config`].

@@ -5,6 +5,9 @@
 //! as its own probe: `HEALTHCHECK CMD ["/app", "--probe"]`. It sends
 //! `GET /healthz` to 127.0.0.1:$PORT and exits 0 on a 200, 1 on anything
 //! else, all within [`TIMEOUT`]. Never 2: Docker reserves that exit code.
+//! Connecting to 127.0.0.1 means the probe passes with
+//! `LISTEN_LOOPBACK_ONLY` too, as a `HEALTHCHECK` would for a real app that
+//! listens on loopback only.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

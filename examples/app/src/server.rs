@@ -54,7 +54,14 @@ pub fn serve(app: App, started: Instant) -> io::Result<()> {
         return Ok(());
     }
 
-    let address = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, app.config.port);
+    // Loopback only: `--probe` still connects (to 127.0.0.1), while a
+    // load balancer using the container's address is refused.
+    let host = if app.config.listen_loopback_only {
+        Ipv4Addr::LOCALHOST
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    let address = SocketAddrV4::new(host, app.config.port);
     let listener = TcpListener::bind(address).map_err(|error| {
         io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
     })?;

@@ -1,8 +1,8 @@
 //! End-to-end tests: run the real binary on a free port and talk raw HTTP to
 //! it, the way a deploy tool or load balancer would.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -27,15 +27,16 @@ struct App {
 
 impl App {
     /// Starts the app with only `env` (and `PORT`) set and waits until it
-    /// is listening.
+    /// is listening, on the address `env` asks for.
     fn start(env: &[(&str, &str)]) -> App {
         let app = App::spawn(env);
         let line = app.listening_line();
         assert_eq!(
             line,
             format!(
-                "zdd-example-app {} listening on 0.0.0.0:{}",
+                "zdd-example-app {} listening on {}:{}",
                 version(env),
+                listen_host(env),
                 app.port
             )
         );
@@ -126,6 +127,19 @@ fn version<'a>(env: &[(&str, &'a str)]) -> &'a str {
         .map_or("dev", |(_, value)| value)
 }
 
+/// The address the app should say it listens on with `env`.
+fn listen_host(env: &[(&str, &str)]) -> Ipv4Addr {
+    let loopback_only = env.iter().any(|(name, value)| {
+        *name == "LISTEN_LOOPBACK_ONLY"
+            && ["1", "true", "yes"].contains(&value.to_ascii_lowercase().as_str())
+    });
+    if loopback_only {
+        Ipv4Addr::LOCALHOST
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    }
+}
+
 /// Reads `stdout` line by line on a thread of its own.
 fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();
@@ -164,7 +178,13 @@ struct Client {
 
 impl Client {
     fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Client::connect_to(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// Connects to `ip` rather than 127.0.0.1.
+    fn connect_to(ip: Ipv4Addr, port: u16) -> Client {
+        let stream = TcpStream::connect((ip, port))
+            .unwrap_or_else(|error| panic!("cannot connect to {ip}:{port}: {error}"));
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         Client {
             reader: BufReader::new(stream),
@@ -237,6 +257,53 @@ fn is_refused(port: u16) -> bool {
 
 fn probe(port: u16) -> std::process::Output {
     app_command(port, &[]).arg("--probe").output().unwrap()
+}
+
+/// How connecting to `ip`:`port` fails, or `None` if it succeeds. Bounded
+/// by [`PATIENCE`], so a firewall that drops packets fails the test rather
+/// than hanging it.
+fn connect_error(ip: Ipv4Addr, port: u16) -> Option<io::ErrorKind> {
+    TcpStream::connect_timeout(&SocketAddr::from((ip, port)), PATIENCE)
+        .err()
+        .map(|error| error.kind())
+}
+
+/// The host's IPv4 addresses outside 127.0.0.0/8, such as eth0's or
+/// docker0's: the kind of address a load balancer uses to reach a
+/// container.
+fn non_loopback_ipv4_addresses() -> Vec<Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) only writes the head of a list to `list`, which
+    // is freed below with freeifaddrs(3).
+    let result = unsafe { libc::getifaddrs(&mut list) };
+    assert_eq!(result, 0, "getifaddrs: {}", io::Error::last_os_error());
+    let mut addresses = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, which
+        // has not been freed yet.
+        let ifa = unsafe { &*entry };
+        // SAFETY: a non-null `ifa_addr` points to a sockaddr whose family
+        // says what it really is; AF_INET means a sockaddr_in.
+        let ip = unsafe {
+            if ifa.ifa_addr.is_null() || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
+                None
+            } else {
+                let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+            }
+        };
+        if let Some(ip) = ip.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) {
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        entry = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once; nothing
+    // borrowed from it outlives this call.
+    unsafe { libc::freeifaddrs(list) };
+    addresses
 }
 
 #[test]
@@ -373,6 +440,44 @@ fn probe_exit_codes() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
 }
 
+/// What the end-to-end tests use for "HAProxy's check fails while the
+/// Docker HEALTHCHECK passes": the app answers, and `--probe` passes, on
+/// 127.0.0.1, but any other address of the host is refused.
+#[test]
+fn listen_loopback_only_refuses_other_addresses() {
+    // `App::start` checks that it says it listens on 127.0.0.1:PORT.
+    let loopback = App::start(&[("LISTEN_LOOPBACK_ONLY", "1")]);
+    let response = get(loopback.port, "/healthz");
+    assert_eq!((response.status, response.body.as_str()), (200, "ok\n"));
+    let output = probe(loopback.port);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    // The host's own non-loopback addresses, and 127.0.0.2: Linux delivers
+    // all of 127.0.0.0/8 locally, so only a listener bound to 127.0.0.1
+    // itself, not to 0.0.0.0, refuses it. That keeps the test a real check
+    // on a machine with no address but loopback.
+    let non_loopback = non_loopback_ipv4_addresses();
+    eprintln!("non-loopback addresses of this host: {non_loopback:?}");
+    let others = non_loopback
+        .into_iter()
+        .chain([Ipv4Addr::new(127, 0, 0, 2)]);
+    // The control: on 0.0.0.0 the app answers on every one of them, so a
+    // refusal below comes from the bound address, not a firewall or route.
+    let everywhere = App::start(&[]);
+    for ip in others {
+        let response = Client::connect_to(ip, everywhere.port).get("/healthz");
+        assert_eq!(response.status, 200, "app on 0.0.0.0 via {ip}");
+        assert_eq!(
+            connect_error(ip, loopback.port),
+            Some(io::ErrorKind::ConnectionRefused),
+            "app with LISTEN_LOOPBACK_ONLY=1 via {ip}:{}",
+            loopback.port
+        );
+    }
+    // Still serving on loopback after all that.
+    assert_eq!(get(loopback.port, "/").status, 200);
+}
+
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
     let mut app = App::start(&[]);
@@ -447,6 +552,7 @@ fn command_line_and_environment_errors() {
         "PORT",
         "STARTUP_DELAY_MS",
         "CRASH_AFTER_MS",
+        "LISTEN_LOOPBACK_ONLY",
         "--probe",
     ] {
         assert!(
