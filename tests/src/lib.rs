@@ -571,6 +571,8 @@ pub fn deploy_command(
     let mut command = Command::new(root.join("scripts/zdd-deploy"));
     command
         .env("ZDD_BIN", binary("zdd-build").parent().unwrap())
+        // The host-wide state (locks) in the sandbox, removed with it.
+        .env("ZDD_STATE_DIR", sandbox.dir.join("state"))
         .args([
             "--service",
             &sandbox.id,

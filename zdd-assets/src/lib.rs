@@ -35,7 +35,7 @@ pub mod refs;
 pub mod rewrite;
 pub mod root;
 pub mod source;
-pub mod time;
+pub use zdd_core::time;
 pub mod url;
 
 use std::path::PathBuf;

@@ -87,7 +87,8 @@ pub fn started_by_this_run(container: &ContainerRecord) -> bool {
 }
 
 /// Why a rollback may not withdraw the new replicas it started, if it may
-/// not: where a routing step ran (any record has `routed` or `drained`),
+/// not. Once an old replica was retired the switch is done and there is
+/// no old release to go back to. Where a routing step ran (any record has `routed` or `drained`),
 /// every old replica that is still there (not retired, with an address)
 /// must be in service: not drained (or made ready again by the restore)
 /// and not reported down (`routed: false`, a restore that failed).
@@ -95,6 +96,16 @@ pub fn started_by_this_run(container: &ContainerRecord) -> bool {
 pub fn rollback_may_withdraw<'a>(
     containers: impl IntoIterator<Item = &'a ContainerRecord> + Clone,
 ) -> std::result::Result<(), String> {
+    if let Some(gone) = containers
+        .clone()
+        .into_iter()
+        .find(|c| c.role == Some(Role::Old) && c.retired == Some(true))
+    {
+        return Err(format!(
+            "the switch is done: old container {} was already retired, so the new release is what serves",
+            gone.label()
+        ));
+    }
     let routing_ran = containers
         .clone()
         .into_iter()
@@ -265,11 +276,9 @@ mod tests {
         not_up.drained = Some(false);
         let mut stopped = container(Role::Old, None, None);
         stopped.address = None;
-        let mut retired = container(Role::Old, None, Some(false));
-        retired.retired = Some(true);
 
         assert!(rollback_may_withdraw([&new, &restored]).is_ok());
-        assert!(rollback_may_withdraw([&new, &restored, &stopped, &retired]).is_ok());
+        assert!(rollback_may_withdraw([&new, &restored, &stopped]).is_ok());
         // Never drained (the route step stopped before the drain).
         let mut never_drained = container(Role::Old, None, None);
         never_drained.drained = Some(false);
@@ -285,5 +294,16 @@ mod tests {
         assert!(rollback_may_withdraw([&unrouted_new, &old]).is_ok());
         // A first deploy: nothing served before.
         assert!(rollback_may_withdraw([&new]).is_ok());
+    }
+
+    #[test]
+    fn after_an_old_replica_is_retired_there_is_nothing_to_go_back_to() {
+        let new = container(Role::New, Some(Health::Healthy), None);
+        let mut retired = container(Role::Old, None, None);
+        retired.retired = Some(true);
+        let other_old = container(Role::Old, None, None);
+        let why = rollback_may_withdraw([&new, &other_old, &retired]).unwrap_err();
+        assert!(why.contains("switch is done"), "{why}");
+        assert!(why.contains(&retired.name), "{why}");
     }
 }

@@ -16,6 +16,7 @@
 //! - [`evidence`]: the one rule for "the old release may go" and the one
 //!   for "a rollback may withdraw the new replicas";
 //! - [`error`] and [`exit`]: one error type and the documented exit codes;
+//! - [`time`]: UTC timestamps and `user@host`, for records;
 //! - [`cli`]: the thin `main` every tool shares (progress on stderr, quiet
 //!   broken pipes, error to exit code).
 
@@ -27,7 +28,9 @@ pub mod evidence;
 pub mod exit;
 pub mod jsonl;
 pub mod labels;
+pub mod names;
 pub mod record;
 pub mod service;
+pub mod time;
 
 pub use error::{Error, Result};

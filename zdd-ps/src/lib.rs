@@ -5,16 +5,23 @@
 //! terms every other step uses. Replicas are found by labels (see
 //! [`zdd_core::service`]), so a service created by `docker-compose up` is
 //! listed as it is, and one-off containers never are.
+//!
+//! `--table` is for people: the same containers as a `docker ps`-like
+//! table (see [`table`]), so a person, or `zdd-deploy --dry-run`, can see
+//! what runs now without jq.
+
+use std::io::{self, Write};
 
 use clap::Parser;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
 use zdd_core::docker;
 use zdd_core::jsonl::RecordWriter;
-use zdd_core::record::Role;
+use zdd_core::record::{ContainerRecord, Role};
 use zdd_core::service::Service;
 use zdd_core::Result;
 
-/// List the containers of a service as JSON Lines `container` records.
+/// List the containers of a service as JSON Lines `container` records
+/// (or, with --table, as a table for people).
 #[derive(Debug, Parser)]
 #[command(name = "zdd-ps", version, after_help = zdd_core::exit::HELP)]
 pub struct Args {
@@ -36,6 +43,12 @@ pub struct Args {
     #[arg(long)]
     pub role: Option<Role>,
 
+    /// Print a table for people instead of JSON Lines: a header, then one
+    /// row per container with its NAME, RELEASE, STATE and ADDRESS (`-`
+    /// when unknown), padded like `docker ps`. Not for other steps to read.
+    #[arg(long)]
+    pub table: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -46,11 +59,23 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let docker = docker::connect().await?;
     let service = Service::resolve(&docker, &args.service, args.project.clone()).await?;
     let containers = service.containers(&docker, args.all).await?;
-    let mut out = RecordWriter::stdout();
-    for inspect in &containers {
-        let mut record = docker::container_record(inspect, &service.name);
-        record.role = args.role;
-        out.container(&record)?;
+    let records: Vec<ContainerRecord> = containers
+        .iter()
+        .map(|inspect| {
+            let mut record = docker::container_record(inspect, &service.name);
+            record.role = args.role;
+            record
+        })
+        .collect();
+    if args.table {
+        let mut out = io::stdout();
+        out.write_all(table(&records).as_bytes())?;
+        out.flush()?;
+    } else {
+        let mut out = RecordWriter::stdout();
+        for record in &records {
+            out.container(record)?;
+        }
     }
     progress.info(format_args!(
         "{} container{} of service `{}`",
@@ -59,4 +84,83 @@ pub async fn run(args: Args) -> Result<Outcome> {
         service.name
     ));
     Ok(Outcome::Success)
+}
+
+/// The records as a table for people, like `docker ps`: a header line
+/// `NAME RELEASE STATE ADDRESS`, then one line per record, in order. Each
+/// column is padded to its widest value plus three spaces; a
+/// value the record does not have is `-`, and a container without a name
+/// shows its short id. Every line ends with `\n`, none with spaces.
+pub fn table(records: &[ContainerRecord]) -> String {
+    const HEADER: [&str; 4] = ["NAME", "RELEASE", "STATE", "ADDRESS"];
+    const GAP: usize = 3;
+    let or_dash = |value: &Option<String>| value.as_deref().unwrap_or("-").to_owned();
+    let rows: Vec<[String; 4]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.label().to_owned(),
+                or_dash(&r.release),
+                or_dash(&r.state),
+                or_dash(&r.address),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            // `width$` pads by characters, as the widths are counted.
+            line.push_str(&format!("{cell:<width$}", width = width + GAP));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str, release: Option<&str>, state: Option<&str>) -> ContainerRecord {
+        let mut r = ContainerRecord::new(id, "api");
+        r.name = name.into();
+        r.release = release.map(Into::into);
+        r.state = state.map(Into::into);
+        r
+    }
+
+    #[test]
+    fn the_table_pads_every_column_to_its_widest_value() {
+        let mut a = record("aaaa", "api-98d6f5c2-1", Some("98d6f5c2"), Some("running"));
+        a.address = Some("172.17.0.4:8080".into());
+        let b = record("0123456789abcdef", "", None, Some("exited"));
+        assert_eq!(
+            table(&[a, b]),
+            concat!(
+                "NAME             RELEASE    STATE     ADDRESS\n",
+                "api-98d6f5c2-1   98d6f5c2   running   172.17.0.4:8080\n",
+                "0123456789ab     -          exited    -\n",
+            )
+        );
+    }
+
+    #[test]
+    fn an_empty_table_is_its_header() {
+        assert_eq!(table(&[]), "NAME   RELEASE   STATE   ADDRESS\n");
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
 }

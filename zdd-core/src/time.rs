@@ -1,7 +1,8 @@
-//! Wall-clock times as the asset root records them: milliseconds since
-//! the Unix epoch for arithmetic (retention ages), RFC 3339 in UTC for
-//! people and records, and a compact UTC stamp that starts a release id so
-//! that ids sort by creation time.
+//! Wall-clock times as zdd records them, without a date-time dependency:
+//! milliseconds since the Unix epoch for arithmetic (retention ages,
+//! durations), RFC 3339 in UTC for people and records, and a compact UTC
+//! stamp that starts an id (a release, a run) so ids sort by time. And who
+//! is acting (`user@host`), for the records that say who deployed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,11 @@ pub fn now_ms() -> u64 {
 pub fn ms_of(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339_of(time: SystemTime) -> String {
+    rfc3339(ms_of(time))
 }
 
 /// `2025-01-02T03:04:05.678Z`.
@@ -53,6 +59,40 @@ fn civil(secs: u64) -> (u64, u64, u64, u64, u64, u64) {
         rem / 60 % 60,
         rem % 60,
     )
+}
+
+/// Who is acting: `user@host`. The user is `USER` or `LOGNAME`, else the
+/// uid (a process in a container has neither); the host the kernel's
+/// hostname.
+pub fn user_at_host() -> String {
+    format!("{}@{}", user(), host())
+}
+
+/// `USER`, `LOGNAME`, else `uid=N`.
+pub fn user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(uid)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The kernel's hostname, else `HOSTNAME`, else `localhost`.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `uid=N` from /proc, for a process without USER (a container).
+fn uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let uid = line.split_whitespace().nth(1)?;
+    Some(format!("uid={uid}"))
 }
 
 #[cfg(test)]

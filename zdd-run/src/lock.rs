@@ -1,0 +1,282 @@
+//! One deploy of a service at a time, on the whole host.
+//!
+//! The lock is an `flock(2)` on `STATE/locks/SERVICE[.PROJECT]-ENGINE.lock`:
+//! per service and per Docker engine (the engine's id is part of the name,
+//! so a `DOCKER_HOST` pointing elsewhere is another lock), and in the
+//! host's state directory, so the working directory does not matter.
+//!
+//! The caller opens the file (`exec 9>>"$lock"` in zdd-deploy) and this
+//! tool locks that descriptor: an flock belongs to the open file
+//! description, which the caller still holds when this process has exited.
+//! zdd-deploy closes the descriptor for every child tool (`9>&-`), so the
+//! lock is held by the deploy alone and the kernel releases it when the
+//! deploy dies, however it dies. Beside the lock, `….owner` says who holds
+//! it (pid, run, user, host, folder), for the refusal message.
+
+use std::fs;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zdd_core::cli::{Outcome, Progress};
+use zdd_core::{docker, time, Error, Result};
+
+use crate::state::{self, file_safe};
+use crate::ServiceArgs;
+
+/// `zdd-run lock`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockArgs {
+    /// The open file descriptor of the lock file (from `zdd-run lock-file`).
+    #[arg(long, value_name = "FD")]
+    pub fd: RawFd,
+    /// The service, for messages.
+    #[arg(long)]
+    pub service: String,
+    /// Wait up to this many seconds for another deploy to finish (0: fail
+    /// at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+    /// The process that holds the lock once it is taken (zdd-deploy's `$$`).
+    #[arg(long)]
+    pub pid: u32,
+    /// The run taking it.
+    #[arg(long)]
+    pub run: Option<String>,
+}
+
+/// Who holds a lock, as written beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    pub user: String,
+    pub host: String,
+    pub cwd: String,
+    pub since: String,
+}
+
+/// How often a waiting deploy tries the lock again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The lock file of `service` on the engine `DOCKER_HOST` names, its
+/// folder created.
+pub async fn lock_file(state_dir: &Path, service: &ServiceArgs) -> Result<PathBuf> {
+    let docker = docker::connect().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| Error::docker("asking the engine for its id", e))?;
+    let engine = info.id.unwrap_or_else(|| "engine".into());
+    let dir = state_dir.join("locks");
+    state::private_dir(&dir)?;
+    Ok(dir.join(lock_name(
+        &service.service,
+        service.project.as_deref(),
+        &engine,
+    )))
+}
+
+/// `api-ENGINE12.lock`, `api.shop-ENGINE12.lock`: readable, one per
+/// service, project and engine.
+pub fn lock_name(service: &str, project: Option<&str>, engine: &str) -> String {
+    let engine: String = file_safe(engine).chars().filter(|c| *c != '_').collect();
+    let engine = &engine[..engine.len().min(12)];
+    match project {
+        None => format!("{}-{engine}.lock", file_safe(service)),
+        Some(project) => format!(
+            "{}.{}-{engine}.lock",
+            file_safe(service),
+            file_safe(project)
+        ),
+    }
+}
+
+/// Takes the lock on `args.fd`, waiting up to `args.wait` seconds.
+pub fn take(args: &LockArgs, progress: Progress) -> Result<Outcome> {
+    let path = fs::read_link(format!("/proc/self/fd/{}", args.fd)).map_err(|e| {
+        Error::Usage(format!(
+            "file descriptor {} is not open on the lock file: {e}",
+            args.fd
+        ))
+    })?;
+    let owner_path = owner_file(&path);
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let mut told = false;
+    loop {
+        if try_lock(args.fd)? {
+            let owner = Owner {
+                pid: args.pid,
+                run: args.run.clone(),
+                user: time::user(),
+                host: time::host(),
+                cwd: std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                since: time::rfc3339(time::now_ms()),
+            };
+            let text = serde_json::to_string(&owner).expect("an owner serializes");
+            fs::write(&owner_path, text + "\n")
+                .map_err(|e| Error::Failed(format!("writing {}: {e}", owner_path.display())))?;
+            return Ok(Outcome::Success);
+        }
+        let holder = describe_holder(&owner_path);
+        if Instant::now() >= deadline {
+            return Err(Error::Usage(format!(
+                "another deploy of {} is running: {holder} (lock {}); wait for it, or pass --lock-wait SECONDS",
+                args.service,
+                path.display()
+            )));
+        }
+        if !told {
+            progress.info(format_args!(
+                "waiting up to {}s for another deploy of {}: {holder}",
+                args.wait, args.service
+            ));
+            told = true;
+        }
+        thread::sleep(RETRY);
+    }
+}
+
+/// `LOCK.owner` beside `LOCK`.
+fn owner_file(lock: &Path) -> PathBuf {
+    let mut name = lock.file_name().unwrap_or_default().to_os_string();
+    name.push(".owner");
+    lock.with_file_name(name)
+}
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: whether it was taken.
+fn try_lock(fd: RawFd) -> Result<bool> {
+    // SAFETY: flock(2) on a descriptor the caller says is open; a bad one
+    // is reported as EBADF, not undefined behaviour.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        Some(libc::EINTR) => Ok(false),
+        _ => Err(Error::Usage(format!(
+            "cannot lock file descriptor {fd}: {error}"
+        ))),
+    }
+}
+
+/// The holder, from the owner file, and whether its process still lives.
+pub fn describe_holder(owner_path: &Path) -> String {
+    let owner = fs::read_to_string(owner_path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Owner>(&text).ok());
+    match owner {
+        None => "a deploy that wrote no owner file".into(),
+        Some(owner) => {
+            let run = owner
+                .run
+                .as_deref()
+                .map(|r| format!(" run {r},"))
+                .unwrap_or_default();
+            let alive = if process_alive(owner.pid) {
+                ""
+            } else {
+                " (that process is gone; a process it started still holds the lock)"
+            };
+            format!(
+                "pid {}{alive},{run} {}@{} from {}, since {}",
+                owner.pid, owner.user, owner.host, owner.cwd, owner.since
+            )
+        }
+    }
+}
+
+/// Whether a process with this pid exists (kill(pid, 0)).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn lock_names_are_per_service_project_and_engine() {
+        let engine = "ABCD:EFGH:IJKL:MNOP:QRST:UVWX";
+        assert_eq!(lock_name("api", None, engine), "api-ABCDEFGHIJKL.lock");
+        assert_eq!(
+            lock_name("api", Some("shop"), engine),
+            "api.shop-ABCDEFGHIJKL.lock"
+        );
+        assert_ne!(
+            lock_name("api", None, engine),
+            lock_name("api", None, "ZZZZ:EFGH")
+        );
+        assert_eq!(lock_name("a/b", None, "e"), "a_b-e.lock");
+    }
+
+    #[test]
+    fn a_held_lock_is_refused_and_free_once_its_description_closes() {
+        let dir = std::env::temp_dir().join(format!("zdd-run-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api-e.lock");
+        let first = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let second = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        assert!(try_lock(first.as_raw_fd()).unwrap());
+        assert!(
+            !try_lock(second.as_raw_fd()).unwrap(),
+            "one holder at a time"
+        );
+        drop(first);
+        assert!(try_lock(second.as_raw_fd()).unwrap(), "released on close");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_holder_is_named_and_a_dead_one_is_told_apart() {
+        let dir = std::env::temp_dir().join(format!("zdd-run-owner-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.lock.owner");
+        let owner = Owner {
+            pid: std::process::id(),
+            run: Some("api-1".into()),
+            user: "ann".into(),
+            host: "box".into(),
+            cwd: "/srv/app".into(),
+            since: "2026-12-01T00:00:00.000Z".into(),
+        };
+        fs::write(&path, serde_json::to_string(&owner).unwrap()).unwrap();
+        let text = describe_holder(&path);
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert!(
+            text.contains("run api-1") && text.contains("ann@box from /srv/app"),
+            "{text}"
+        );
+        assert!(!text.contains("gone"), "{text}");
+        let dead = Owner {
+            pid: i32::MAX as u32,
+            ..owner
+        };
+        fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        assert!(describe_holder(&path).contains("that process is gone"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

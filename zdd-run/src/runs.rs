@@ -1,0 +1,407 @@
+//! Run folders: one per deploy, holding each step's records.
+//!
+//! `begin` makes the folder (mode 0700: a step's stderr can carry an app's
+//! crash log, and a crash log can carry secrets) and writes `run.json`:
+//! which service, from which context and folder, by whom, since when.
+//! zdd-deploy appends one line per step to `steps.jsonl` (name, exit code,
+//! seconds) and keeps each step's output as `NN-name.jsonl`. `finish`
+//! turns these into `summary.json` with serde, so no value is ever pasted
+//! into JSON unescaped. A folder without `summary.json` is a run that never
+//! finished: a killed deploy, which the next deploy of the service undoes
+//! first ([`unfinished`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zdd_core::cli::Progress;
+use zdd_core::record::Role;
+use zdd_core::{jsonl, time, Error, Result};
+
+use crate::state::{self, file_safe};
+use crate::ServiceArgs;
+
+/// What a run is, written when it begins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The folder's name; also the `zdd.run` label of its replicas.
+    pub run: String,
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The build context (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The working directory the deploy started from.
+    pub cwd: String,
+    pub user: String,
+    pub host: String,
+    /// The deploy's process.
+    pub pid: u32,
+    pub started: String,
+    pub started_ms: u64,
+}
+
+/// One line of `steps.jsonl`, as zdd-deploy writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    pub step: String,
+    pub exit: i32,
+    pub seconds: f64,
+}
+
+/// `summary.json`: how a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    /// `deployed`, `rolled-back`, `rollback-failed`, `failed`,
+    /// `interrupted`, `killed`.
+    pub result: String,
+    pub failed_step: Option<String>,
+    /// `INT` or `TERM` when a signal ended the run.
+    pub signal: Option<String>,
+    /// The release that served before (the old replicas'), if any.
+    pub from_release: Option<String>,
+    /// The release being deployed.
+    pub to_release: Option<String>,
+    pub finished: String,
+    pub seconds: f64,
+    pub steps: Vec<StepRun>,
+}
+
+/// `zdd-run begin`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BeginArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Where run folders go (default: STATE/runs).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// The build context being deployed.
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// The deploy's process (zdd-deploy's `$$`).
+    #[arg(long)]
+    pub pid: u32,
+}
+
+/// `zdd-run finish`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FinishArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// How the run ended.
+    #[arg(long, value_parser = ["deployed", "rolled-back", "rollback-failed", "failed", "interrupted", "killed"])]
+    pub result: String,
+    /// The step that failed.
+    #[arg(long)]
+    pub failed_step: Option<String>,
+    /// The signal that ended the run (INT, TERM).
+    #[arg(long)]
+    pub signal: Option<String>,
+}
+
+/// `zdd-run unfinished`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UnfinishedArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Where run folders are (default: STATE/runs).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Leave out this run folder (the caller's own).
+    #[arg(long)]
+    pub except: Option<PathBuf>,
+}
+
+/// The runs folder: the one given, else STATE/runs.
+pub fn runs_dir(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(state::state_dir()?.join("runs")),
+    }
+}
+
+/// Creates the run folder and its `run.json`; returns the folder.
+pub fn begin(args: &BeginArgs) -> Result<PathBuf> {
+    let runs = runs_dir(args.runs_dir.as_deref())?;
+    state::private_dir(&runs)?;
+    let now = time::now_ms();
+    let name = format!(
+        "{}-{}-{}",
+        file_safe(&args.service.service),
+        time::compact(now),
+        args.pid
+    );
+    let dir = runs.join(&name);
+    state::private_dir(&dir)?;
+    let context = args.context.as_ref().map(|c| {
+        fs::canonicalize(c)
+            .unwrap_or_else(|_| c.clone())
+            .display()
+            .to_string()
+    });
+    let info = RunInfo {
+        run: name,
+        service: args.service.service.clone(),
+        project: args.service.project.clone(),
+        context,
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        user: time::user(),
+        host: time::host(),
+        pid: args.pid,
+        started: time::rfc3339(now),
+        started_ms: now,
+    };
+    write_json(&dir.join("run.json"), &info)?;
+    Ok(dir)
+}
+
+/// Reads a run folder's `run.json`.
+pub fn info(dir: &Path) -> Result<RunInfo> {
+    let path = dir.join("run.json");
+    let text = fs::read_to_string(&path)
+        .map_err(|e| Error::Usage(format!("{} is not a run folder: {e}", dir.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+}
+
+/// Writes `summary.json` and says how the run ended.
+pub fn finish(args: &FinishArgs, progress: Progress) -> Result<Summary> {
+    let info = info(&args.run)?;
+    let steps = read_steps(&args.run.join("steps.jsonl"));
+    let now = time::now_ms();
+    let summary = Summary {
+        result: args.result.clone(),
+        failed_step: args.failed_step.clone(),
+        signal: args.signal.clone(),
+        from_release: from_release(&args.run),
+        to_release: to_release(&args.run),
+        finished: time::rfc3339(now),
+        seconds: now.saturating_sub(info.started_ms) as f64 / 1000.0,
+        steps,
+        info,
+    };
+    write_json(&args.run.join("summary.json"), &summary)?;
+    progress.info(describe(&summary, &args.run));
+    Ok(summary)
+}
+
+/// `deployed api release 1a2b… (was 9f8e…) in 5.213s; records in DIR`.
+pub fn describe(summary: &Summary, dir: &Path) -> String {
+    let release = summary.to_release.as_deref().unwrap_or("(not built)");
+    let was = summary
+        .from_release
+        .as_deref()
+        .map(|r| format!(" (was {r})"))
+        .unwrap_or_default();
+    let why = match (&summary.signal, &summary.failed_step) {
+        (Some(signal), Some(step)) => format!(", SIG{signal} during {step}"),
+        (None, Some(step)) => format!(", the {step} step failed"),
+        (Some(signal), None) => format!(", SIG{signal}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{} {} release {release}{was}{why}, in {:.3}s; records in {}",
+        summary.result,
+        summary.info.service,
+        summary.seconds,
+        dir.display()
+    )
+}
+
+/// The run folders of the service that have no `summary.json`, oldest first.
+pub fn unfinished(args: &UnfinishedArgs) -> Result<Vec<PathBuf>> {
+    let runs = runs_dir(args.runs_dir.as_deref())?;
+    let Ok(entries) = fs::read_dir(&runs) else {
+        return Ok(Vec::new());
+    };
+    let except = args.except.as_ref().and_then(|e| fs::canonicalize(e).ok());
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if dir.join("summary.json").exists() {
+            continue;
+        }
+        if except.is_some() && fs::canonicalize(&dir).ok() == except {
+            continue;
+        }
+        let Ok(info) = info(&dir) else { continue };
+        if info.service == args.service.service && info.project == args.service.project {
+            found.push((info.started_ms, dir));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, dir)| dir).collect())
+}
+
+fn read_steps(path: &Path) -> Vec<StepRun> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The records of a step's output file, if it is complete.
+pub fn complete_records(path: &Path) -> Option<Vec<jsonl::Record>> {
+    let file = fs::File::open(path).ok()?;
+    let records = jsonl::read_records(file).ok()?;
+    (!records.is_empty()).then_some(records)
+}
+
+/// The release of the image record (`01-image.jsonl`).
+fn to_release(dir: &Path) -> Option<String> {
+    complete_records(&dir.join("01-image.jsonl"))?
+        .iter()
+        .find(|r| r.is_image())
+        .and_then(|r| r.image().ok())
+        .map(|image| image.release)
+}
+
+/// The release the running old replicas had when zdd-scale listed them.
+fn from_release(dir: &Path) -> Option<String> {
+    let records = complete_records(&dir.join("02-scaled.jsonl"))?;
+    let containers = jsonl::containers(&records).ok()?;
+    let mut fallback = None;
+    for (_, c) in containers {
+        match c.role {
+            Some(Role::Old) if c.state.as_deref() == Some("running") => return c.release,
+            // A rerun of the serving release: what served was this release.
+            Some(Role::New) if c.started == Some(false) => fallback = c.release,
+            _ => {}
+        }
+    }
+    fallback
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("run records serialize");
+    text.push('\n');
+    let temporary = path.with_extension("json.tmp");
+    fs::write(&temporary, text)
+        .and_then(|()| fs::rename(&temporary, path))
+        .map_err(|e| Error::Failed(format!("writing {}: {e}", path.display())))
+}
+
+/// A summary as JSON, for tests and tools that read it back.
+pub fn to_value(summary: &Summary) -> Value {
+    serde_json::to_value(summary).expect("a summary serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("zdd-run-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn begin_in(runs: &Path, service: &str, pid: u32) -> PathBuf {
+        begin(&BeginArgs {
+            service: ServiceArgs {
+                service: service.into(),
+                project: None,
+            },
+            runs_dir: Some(runs.to_path_buf()),
+            context: Some(".".into()),
+            pid,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_folder_is_private_and_says_who_and_where() {
+        let runs = scratch("begin");
+        let dir = begin_in(&runs, "api/x", 42);
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(
+            fs::metadata(&runs).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let info = info(&dir).unwrap();
+        assert_eq!(info.service, "api/x");
+        assert!(
+            info.run.starts_with("api_x-") && info.run.ends_with("-42"),
+            "{}",
+            info.run
+        );
+        assert_eq!(dir.file_name().unwrap().to_str().unwrap(), info.run);
+        assert!(info.context.as_deref().unwrap().starts_with('/'));
+        fs::remove_dir_all(&runs).unwrap();
+    }
+
+    #[test]
+    fn the_summary_escapes_what_it_is_given() {
+        let runs = scratch("finish");
+        let dir = begin_in(&runs, "api\"\\\n", 7);
+        fs::write(
+            dir.join("steps.jsonl"),
+            "{\"step\":\"build\",\"exit\":0,\"seconds\":1.5}\n{\"step\":\"scale\",\"exit\":1,\"seconds\":0.25}\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("01-image.jsonl"),
+            "{\"type\":\"image\",\"image\":\"a:1\",\"image_id\":\"sha256:x\",\"release\":\"r\\\"2\"}\n",
+        )
+        .unwrap();
+        let summary = finish(
+            &FinishArgs {
+                run: dir.clone(),
+                result: "rolled-back".into(),
+                failed_step: Some("scale".into()),
+                signal: None,
+            },
+            Progress::new("test", true),
+        )
+        .unwrap();
+        let text = fs::read_to_string(dir.join("summary.json")).unwrap();
+        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(parsed["service"], "api\"\\\n");
+        assert_eq!(parsed["to_release"], "r\"2");
+        assert_eq!(parsed["result"], "rolled-back");
+        assert_eq!(parsed["steps"][1]["step"], "scale");
+        assert_eq!(parsed, to_value(&summary));
+        fs::remove_dir_all(&runs).unwrap();
+    }
+
+    #[test]
+    fn unfinished_runs_are_those_without_a_summary_of_this_service() {
+        let runs = scratch("unfinished");
+        let killed = begin_in(&runs, "api", 1);
+        let finished = begin_in(&runs, "api", 2);
+        fs::write(finished.join("summary.json"), "{}").unwrap();
+        let other = begin_in(&runs, "web", 3);
+        let current = begin_in(&runs, "api", 4);
+        let found = unfinished(&UnfinishedArgs {
+            service: ServiceArgs {
+                service: "api".into(),
+                project: None,
+            },
+            runs_dir: Some(runs.clone()),
+            except: Some(current.clone()),
+        })
+        .unwrap();
+        assert_eq!(found, [killed]);
+        let _ = other;
+        // No runs folder yet: none.
+        let none = unfinished(&UnfinishedArgs {
+            service: ServiceArgs {
+                service: "api".into(),
+                project: None,
+            },
+            runs_dir: Some(runs.join("absent")),
+            except: None,
+        })
+        .unwrap();
+        assert!(none.is_empty());
+        fs::remove_dir_all(&runs).unwrap();
+    }
+}
