@@ -20,6 +20,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod deployed;
+mod haproxy;
+mod load;
+
+pub use deployed::*;
+pub use haproxy::Haproxy;
+pub use load::Load;
+
 /// The label every image (and so every container) of a test carries.
 pub const TEST_LABEL: &str = "zdd.test";
 /// The label that marks anything made by an end-to-end test.
@@ -105,10 +113,7 @@ impl Sandbox {
             .map(|id| self.inspect(id))
             .filter(|inspect| inspect["Config"]["Labels"]["zdd.oneoff"].is_null())
             .map(|inspect| {
-                let ip = inspect["NetworkSettings"]["IPAddress"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
+                let ip = container_ip(&inspect);
                 let (status, body) =
                     http_get(&format!("{ip}:8080"), "/").expect("the replica answers");
                 assert_eq!(status, 200);
@@ -170,6 +175,21 @@ impl Drop for Sandbox {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A container's IP, as zdd-core picks it: on the network first by name.
+pub fn container_ip(inspect: &Value) -> String {
+    let networks = inspect["NetworkSettings"]["Networks"]
+        .as_object()
+        .expect("the container has networks");
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| networks[name]["IPAddress"].as_str())
+        .find(|ip| !ip.is_empty())
+        .expect("the container has an IP")
+        .to_owned()
 }
 
 /// Runs the docker CLI.
@@ -368,114 +388,6 @@ pub fn address(record: &Value) -> String {
         .to_owned()
 }
 
-/// A real HAProxy in front of the sandbox's replicas: a frontend on a free
-/// loopback port, an empty backend `app` with an HTTP check, and an admin
-/// socket. Stopped when dropped.
-pub struct Haproxy {
-    pub port: u16,
-    pub socket: PathBuf,
-    child: std::process::Child,
-}
-
-impl Haproxy {
-    pub fn start(sandbox: &Sandbox) -> Self {
-        let port = free_port();
-        let socket = sandbox.dir.join("admin.sock");
-        let config = sandbox.dir.join("haproxy.cfg");
-        let lines = [
-            "global".to_string(),
-            format!("    stats socket {} mode 600 level admin", socket.display()),
-            "defaults".into(),
-            "    mode http".into(),
-            "    timeout connect 2s".into(),
-            "    timeout client 30s".into(),
-            "    timeout server 30s".into(),
-            // A request a replica refused or closed before answering never
-            // reached the app: safe to try on another replica.
-            "    retries 3".into(),
-            "    option redispatch".into(),
-            "    retry-on conn-failure empty-response".into(),
-            "frontend fe".into(),
-            format!("    bind 127.0.0.1:{port}"),
-            "    default_backend app".into(),
-            "backend app".into(),
-            "    balance roundrobin".into(),
-            "    option httpchk GET /healthz".into(),
-        ];
-        std::fs::write(&config, lines.join("\n") + "\n").unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy (apt-get install haproxy)");
-        for _ in 0..100 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(socket.exists(), "haproxy's admin socket did not appear");
-        Haproxy {
-            port,
-            socket,
-            child,
-        }
-    }
-
-    /// One Runtime API command; HAProxy's answer.
-    pub fn command(&self, command: &str) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
-            .expect("connect to the admin socket");
-        stream.write_all(format!("{command}\n").as_bytes()).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    }
-
-    /// `ip:port` of every server in backend `app`, sorted.
-    pub fn server_addresses(&self) -> Vec<String> {
-        let state = self.command("show servers state app");
-        let mut lines = state.lines().skip(1);
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(' ')
-            .collect();
-        let column = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .expect("show servers state column")
-        };
-        let (addr, port) = (column("srv_addr"), column("srv_port"));
-        let mut addresses: Vec<String> = lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let fields: Vec<&str> = l.split(' ').collect();
-                format!("{}:{}", fields[addr], fields[port])
-            })
-            .collect();
-        addresses.sort();
-        addresses
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -483,72 +395,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// zdd-loadgen running against a URL until stopped.
-pub struct Load {
-    child: std::process::Child,
-    stop_file: PathBuf,
-}
-
-impl Load {
-    /// Requests per second of one load, in total. Steady, not as fast as
-    /// the clients go: several tests run at once on two cores, and
-    /// unthrottled loads starve the Docker engine (a replica's start took
-    /// 8 s and its HEALTHCHECK exec over 1 s), which tests the machine, not
-    /// the deploy. A request failing in a 100 ms window still shows as ~40
-    /// failures at this rate; `scripts/bench-deploy` measures the deploys
-    /// under load as fast as it goes.
-    pub const RATE: u32 = 400;
-
-    /// Starts `concurrency` clients, half keep-alive, half a new connection
-    /// per request, sending [`Load::RATE`] requests per second in all.
-    pub fn start(sandbox: &Sandbox, url: &str, concurrency: usize) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let stop_file = sandbox
-            .dir
-            .join(format!("stop-load-{}", N.fetch_add(1, Ordering::SeqCst)));
-        let child = Command::new(binary("zdd-loadgen"))
-            .args([
-                "--url",
-                url,
-                "--mode",
-                "mixed",
-                "--json",
-                "--timeout",
-                "10s",
-            ])
-            .args(["--concurrency", &concurrency.to_string()])
-            .args(["--rate", &Self::RATE.to_string()])
-            .arg("--until-file")
-            .arg(&stop_file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start zdd-loadgen");
-        std::thread::sleep(Duration::from_millis(300));
-        Load { child, stop_file }
-    }
-
-    /// Stops the load and returns its JSON summary.
-    pub fn stop(mut self) -> Value {
-        std::fs::write(&self.stop_file, b"").unwrap();
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "zdd-loadgen printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `scripts/zdd-deploy` for the sandbox's service through `haproxy`,

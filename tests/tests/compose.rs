@@ -1,7 +1,10 @@
 //! A service created by `docker-compose up` is adopted and rolled out by
 //! the tools, and Compose still sees it as its own.
 
-use zdd_e2e::{docker, run, Sandbox};
+use serde_json::json;
+use zdd_e2e::{
+    assert_no_failures, deploy, deploy_command, docker, run, Haproxy, Load, Run, Sandbox, CLIENTS,
+};
 
 fn compose(sandbox: &Sandbox, file: &str, args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new("docker-compose")
@@ -110,4 +113,109 @@ fn a_compose_service_is_rolled_out_and_stays_in_compose_ps() {
 fn docker_inspect(id: &str) -> serde_json::Value {
     let out = docker(&["inspect", id]);
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+/// The ids of the running containers of a Compose project, sorted.
+fn project_container_ids(sandbox: &Sandbox) -> Vec<String> {
+    let filter = format!("label=com.docker.compose.project={}", sandbox.id);
+    let mut ids = zdd_e2e::docker_lines(&["ps", "-q", "--no-trunc", "--filter", &filter]);
+    ids.sort();
+    ids
+}
+
+#[test]
+fn another_projects_service_of_the_same_name_is_never_touched() {
+    let sandbox = Sandbox::new("samename");
+    // The Compose service has the very name zdd is asked to deploy.
+    let name = sandbox.id.clone();
+    let repository = format!("{}-img", sandbox.id);
+    let v1_context = sandbox.app_context("v1", &[]);
+    let v1 = run(
+        "zdd-build",
+        &["--repository", &repository, v1_context.to_str().unwrap()],
+        "",
+    );
+    v1.expect_code(0);
+    let v1_image = v1.records()[0]["image"].as_str().unwrap().to_owned();
+    let file = sandbox.dir.join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!("version: \"2.4\"\nservices:\n  {name}:\n    image: {v1_image}\n"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    compose(
+        &sandbox,
+        file,
+        &["up", "-d", "--scale", &format!("{name}=2")],
+    );
+    let compose_ids = project_container_ids(&sandbox);
+    assert_eq!(compose_ids.len(), 2);
+
+    // HAProxy serves the Compose replicas.
+    let haproxy = Haproxy::start(&sandbox);
+    let socket = haproxy.socket.to_str().unwrap().to_owned();
+    let listed = run(
+        "zdd-ps",
+        &["--project", &sandbox.id, "--role", "new", &name],
+        "",
+    );
+    listed.expect_code(0);
+    let healthy: String = listed
+        .records()
+        .into_iter()
+        .map(|mut r| {
+            r["health"] = json!("healthy");
+            r.to_string() + "\n"
+        })
+        .collect();
+    run(
+        "zdd-route",
+        &["--socket", &socket, "--backend", "app"],
+        &healthy,
+    )
+    .expect_code(0);
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+
+    // zdd's own service of that name, first deploy with a spec, with and
+    // without COMPOSE_PROJECT_NAME naming the project: refused, exit 2.
+    let spec = sandbox.dir.join("spec.json");
+    std::fs::write(&spec, r#"{"port": 8080}"#).unwrap();
+    let v2 = sandbox.app_context("v2", &[]);
+    let spec_arg = ["--spec", spec.to_str().unwrap()];
+    let plain = deploy(&sandbox, &haproxy, &v2, &spec_arg);
+    let with_env = Run::from(
+        deploy_command(&sandbox, &haproxy, &v2, &spec_arg)
+            .env("COMPOSE_PROJECT_NAME", &sandbox.id)
+            .output()
+            .unwrap(),
+    );
+    for refused in [&plain, &with_env] {
+        refused.expect_code(2);
+        assert!(
+            refused.stderr.contains("ambiguous")
+                && refused.stderr.contains(&format!("`{}`", sandbox.id))
+                && refused.stderr.contains("--project"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(project_container_ids(&sandbox), compose_ids, "untouched");
+    let own = format!("label=zdd.service={name}");
+    assert!(
+        zdd_e2e::docker_lines(&["ps", "-aq", "--filter", &own]).is_empty(),
+        "no zdd replica was created"
+    );
+
+    // With --project, the deploy is that project's, and it switches.
+    let adopted = deploy(&sandbox, &haproxy, &v2, &["--project", &sandbox.id]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let load = load.stop();
+    adopted.expect_code(0);
+    assert_no_failures(&load);
+    let now = project_container_ids(&sandbox);
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|id| !compose_ids.contains(id)), "replaced");
+    assert_eq!(zdd_e2e::versions_at_end(&load), ["v2"]);
+    compose(&sandbox, file, &["down", "--remove-orphans"]);
 }

@@ -6,66 +6,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use zdd_e2e::{deploy, deploy_command, http_get, Haproxy, Load, Run, Sandbox};
-
-const CLIENTS: usize = 8;
-
-/// A sandbox with HAProxy and v1 deployed as two replicas.
-fn stage(name: &str) -> (Sandbox, Haproxy) {
-    let sandbox = Sandbox::new(name);
-    let haproxy = Haproxy::start(&sandbox);
-    let v1 = sandbox.app_context("v1", &[("STARTUP_DELAY_MS", "500")]);
-    deploy(&sandbox, &haproxy, &v1, &["--replicas", "2"]).expect_code(0);
-    (sandbox, haproxy)
-}
-
-/// The addresses of the service's running replicas, sorted.
-fn replica_addresses(sandbox: &Sandbox) -> Vec<String> {
-    let service = format!("label=zdd.service={}", sandbox.id);
-    let mut addresses: Vec<String> = sandbox
-        .container_ids(false, &[&service])
-        .iter()
-        .map(|id| {
-            let inspect = sandbox.inspect(id);
-            format!(
-                "{}:8080",
-                inspect["NetworkSettings"]["IPAddress"].as_str().unwrap()
-            )
-        })
-        .collect();
-    addresses.sort();
-    addresses
-}
-
-#[track_caller]
-fn assert_no_failures(load: &Value) {
-    assert!(
-        load["requests"].as_u64().unwrap() > 100,
-        "the load ran: {load}"
-    );
-    assert_eq!(
-        load["failed"], 0,
-        "failed requests: {}",
-        load["first_failures"]
-    );
-}
-
-/// The versions in the last buckets of the load's timeline.
-fn versions_at_end(load: &Value) -> Vec<String> {
-    let timeline = load["timeline"].as_array().unwrap();
-    let last = timeline
-        .iter()
-        .rev()
-        .find(|b| !b["versions"].as_object().unwrap().is_empty())
-        .unwrap();
-    last["versions"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
-}
+use zdd_e2e::{
+    assert_no_failures, deploy, deploy_command, http_get, replica_addresses, signal_group, stage,
+    versions_at_end, Load, Run, CLIENTS,
+};
 
 #[test]
 fn a_deploy_under_load_fails_no_request_and_switches_versions() {
@@ -204,7 +148,7 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(after_ms));
         // SIGKILL the whole pipeline: the script and the tool it runs.
-        kill_group(child.id());
+        signal_group(child.id(), libc::SIGKILL);
         let _ = child.wait();
         let (status, _) =
             http_get(&format!("127.0.0.1:{}", haproxy.port), "/").expect("still serving");
@@ -219,20 +163,6 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
         haproxy.server_addresses(),
         replica_addresses(&sandbox),
         "HAProxy lists exactly the v2 replicas"
-    );
-}
-
-/// SIGKILL to every process in the group led by `pid`.
-fn kill_group(pid: u32) {
-    let pgid = i32::try_from(pid).expect("a pid fits in i32");
-    assert!(pgid > 1, "never signal group {pgid}");
-    // SAFETY: kill(2) with a negative pid signals that process group only.
-    let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    assert_eq!(
-        rc,
-        0,
-        "kill(-{pgid}, SIGKILL): {}",
-        std::io::Error::last_os_error()
     );
 }
 

@@ -391,7 +391,12 @@ impl Router {
                     Some(stat) => servers.push((name, stat)),
                 }
             }
-            if servers.iter().all(|(_, s)| s.is_up() || s.is_unchecked()) {
+            let up = servers.iter().all(|(_, s)| s.is_up() || s.is_unchecked());
+            // A drained server keeps the UP its last check gave it: after a
+            // restore that verdict may predate the container's end, so the
+            // address must answer too.
+            let stale = up && item.action == Action::Restore && !answers(item.address);
+            if up && !stale {
                 let elapsed = secs(elapsed);
                 if servers.iter().any(|(_, s)| s.is_unchecked()) {
                     self.progress.warn(format_args!(
@@ -418,6 +423,13 @@ impl Router {
                     )
                 })
                 .collect();
+            if stale {
+                return Some(Err(format!(
+                    "HAProxy still reports it UP from an earlier check, but nothing accepts a connection at its address within {} ({})",
+                    secs(self.up_timeout),
+                    seen.join("; ")
+                )));
+            }
             Some(Err(format!(
                 "HAProxy did not report it UP within {} ({}); left in the backend for the rollback",
                 secs(self.up_timeout),
@@ -628,6 +640,18 @@ fn mark_drained(record: &mut ContainerRecord, drained: Drained) {
         None => {
             record.extra.shift_remove(FIELD_DRAIN_TIMED_OUT);
         }
+    }
+}
+
+/// How long a restored server's address may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Whether something accepts a TCP connection at `address` (an item with
+/// no address has nothing to check).
+fn answers(address: Option<SocketAddr>) -> bool {
+    match address {
+        None => true,
+        Some(address) => std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok(),
     }
 }
 

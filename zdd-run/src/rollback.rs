@@ -44,7 +44,7 @@ pub async fn write_records(dir: &Path, progress: Progress) -> Result<Outcome> {
     let has_containers = records.iter().any(Record::is_container) || !unrecorded.is_empty();
     if !has_containers {
         progress.info(format_args!(
-            "run {}: nothing was started; the old release is untouched",
+            "run {}: it started no container; nothing to roll back",
             info.run
         ));
         return Ok(Outcome::Success);
