@@ -7,7 +7,7 @@
 //! matrix from the very runs the tests assert on.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -128,19 +128,6 @@ pub fn signal_group(pid: u32, signal: i32) {
     );
 }
 
-/// Waits until `path` exists (a step's output file appears when the step
-/// starts); false after `timeout`.
-pub fn wait_for_path(path: &Path, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// The run folder of the sandbox's deploys that was made last.
 pub fn newest_run(sandbox: &Sandbox) -> Option<PathBuf> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(sandbox.dir.join("runs"))
@@ -150,6 +137,27 @@ pub fn newest_run(sandbox: &Sandbox) -> Option<PathBuf> {
         .collect();
     runs.sort();
     runs.pop()
+}
+
+/// Waits until a run folder other than `earlier` holds `file` (a step's
+/// output file appears when the step starts); returns that folder.
+#[track_caller]
+pub fn wait_for_run_step(
+    sandbox: &Sandbox,
+    earlier: Option<&PathBuf>,
+    file: &str,
+    timeout: Duration,
+) -> PathBuf {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(run) = newest_run(sandbox).filter(|r| Some(r) != earlier) {
+            if run.join(file).exists() {
+                return run;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no new run reached {file} within {timeout:?}");
 }
 
 /// A folder of the zdd binaries of this build in which `tool` is replaced

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use zdd_e2e::{
-    assert_no_failures, deploy, deploy_command, http_get, replica_addresses, signal_group, stage,
-    versions_at_end, Load, Run, CLIENTS,
+    all_container_ids, assert_no_failures, deploy, deploy_command, http_get, replica_addresses,
+    replica_ids, signal_group, stage, versions_at_end, Load, Run, Scenario, CLIENTS,
 };
 
 #[test]
@@ -116,6 +116,21 @@ fn broken_and_crashing_releases_roll_back_without_failing_a_request() {
         before,
         "HAProxy lists exactly the v1 replicas"
     );
+    let serving = sandbox.serving_versions();
+    for (run, name) in [
+        (&broken_run, "never healthy"),
+        (&crashing_run, "crashes while starting"),
+    ] {
+        Scenario {
+            name: &format!("new release {name}"),
+            load: &load,
+            exit: run.code,
+            serving: &serving,
+            leftovers: all_container_ids(&sandbox).len() - replica_ids(&sandbox).len(),
+            rerun_exit: None,
+        }
+        .report();
+    }
 }
 
 #[test]
@@ -164,6 +179,15 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
         replica_addresses(&sandbox),
         "HAProxy lists exactly the v2 replicas"
     );
+    Scenario {
+        name: "SIGKILL at 6 points from scale to retire, then one rerun",
+        load: &load,
+        exit: -9,
+        serving: &sandbox.serving_versions(),
+        leftovers: all_container_ids(&sandbox).len() - replica_ids(&sandbox).len(),
+        rerun_exit: Some(converged.code),
+    }
+    .report();
 }
 
 #[test]

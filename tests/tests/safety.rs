@@ -11,7 +11,7 @@ use serde_json::Value;
 use zdd_e2e::{
     all_container_ids, assert_no_failures, bin_with_wrapper, deploy, deploy_command, newest_run,
     parse_records, replica_addresses, replica_ids, run, signal_group, stage, versions_seen,
-    Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
+    wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
 };
 
 /// Reports the scenario to the fault matrix; `serving` is what answers now.
@@ -91,16 +91,12 @@ fn a_rerun_after_a_killed_deploy_that_then_fails_keeps_the_old_release() {
         .spawn()
         .unwrap();
     let earlier = newest_run(&sandbox);
-    let mut health = None;
-    for _ in 0..1000 {
-        health = newest_run(&sandbox)
-            .filter(|r| Some(r) != earlier.as_ref() && r.join("03-health.jsonl").exists());
-        if health.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let health = health.expect("the killed deploy reached its health step");
+    let health = wait_for_run_step(
+        &sandbox,
+        earlier.as_ref(),
+        "03-health.jsonl",
+        Duration::from_secs(60),
+    );
     signal_group(child.id(), libc::SIGKILL);
     let _ = child.wait();
     assert_eq!(

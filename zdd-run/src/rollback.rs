@@ -8,11 +8,15 @@
 //! it, so the engine is asked for them too, and those the records miss are
 //! added as new replicas the run started.
 //!
-//! And whether there is anything to go back to: once the retire step has
-//! removed an old replica (the records say so, or the new replicas were
-//! proven and an old one that ran is gone or stopped on the engine), the
-//! switch is done and the new release is the one serving. Then the
-//! records are written and the answer is exit 1: do not roll back.
+//! And whether there is anything to go back to. The switch is done, and
+//! the new release is the one serving, once zdd-deploy's destructive step
+//! (`retire`, by its name in `steps.jsonl`) has begun and did not write
+//! its records whole (it may have stopped old replicas: an old replica in
+//! its shutdown delay still looks running, and restoring it would route
+//! to a replica about to exit), or its records say an old replica was
+//! retired, or the new replicas were proven and an old one that ran is
+//! gone or stopped on the engine. Then the records are written and the
+//! answer is exit 1: do not roll back.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -70,7 +74,10 @@ pub async fn write_records(dir: &Path, progress: Progress) -> Result<Outcome> {
         .map(|(_, c)| c)
         .chain(unrecorded.iter())
         .collect();
-    let switched = switch_done(&docker, &all).await?;
+    let switched = match retire_cut_short(dir) {
+        Some(why) => Some(why),
+        None => switch_done(&docker, &all).await?,
+    };
 
     let mut out = RecordWriter::stdout();
     for record in &records {
@@ -88,6 +95,24 @@ pub async fn write_records(dir: &Path, progress: Progress) -> Result<Outcome> {
             ));
             Ok(Outcome::StepFailed)
         }
+    }
+}
+
+/// zdd-deploy's step that removes old replicas.
+pub const DESTRUCTIVE_STEP: &str = "retire";
+
+/// Why the run's destructive step may have removed old replicas without
+/// saying so: it began and its output is not whole.
+fn retire_cut_short(dir: &Path) -> Option<String> {
+    let began = runs::step_lines(dir)
+        .into_iter()
+        .filter(|line| line.step == DESTRUCTIVE_STEP)
+        .find_map(|line| line.output)?;
+    match complete_records(&dir.join(&began)) {
+        Some(_) => None,
+        None => Some(format!(
+            "the {DESTRUCTIVE_STEP} step began and was cut short (no whole {began}); it may have stopped old replicas"
+        )),
     }
 }
 
@@ -233,6 +258,28 @@ mod tests {
         let (path, records) = newest_complete_output(&dir).unwrap();
         assert_eq!(path, dir.join("02-scaled.jsonl"));
         assert_eq!(records.len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_retire_step_cut_short_means_the_switch_may_be_done() {
+        let dir = scratch("retire");
+        let began = "{\"step\":\"retire\",\"output\":\"05-retired.jsonl\"}\n";
+        fs::write(dir.join("steps.jsonl"), began).unwrap();
+        fs::write(dir.join("05-retired.jsonl"), "").unwrap();
+        let why = retire_cut_short(&dir).unwrap();
+        assert!(why.contains("cut short"), "{why}");
+        // Whole records (a refusal, or the retired flags) speak for themselves.
+        fs::write(dir.join("05-retired.jsonl"), IMAGE).unwrap();
+        assert!(retire_cut_short(&dir).is_none());
+        // A run that never reached the retire step.
+        fs::write(
+            dir.join("steps.jsonl"),
+            "{\"step\":\"health\",\"output\":\"03-health.jsonl\"}\n",
+        )
+        .unwrap();
+        fs::remove_file(dir.join("05-retired.jsonl")).unwrap();
+        assert!(retire_cut_short(&dir).is_none());
         fs::remove_dir_all(&dir).unwrap();
     }
 

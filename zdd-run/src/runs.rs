@@ -3,8 +3,9 @@
 //! `begin` makes the folder (mode 0700: a step's stderr can carry an app's
 //! crash log, and a crash log can carry secrets) and writes `run.json`:
 //! which service, from which context and folder, by whom, since when.
-//! zdd-deploy appends one line per step to `steps.jsonl` (name, exit code,
-//! seconds) and keeps each step's output as `NN-name.jsonl`. `finish`
+//! zdd-deploy appends two lines per step to `steps.jsonl` (when it begins:
+//! its name and output file; when it ends: its exit code and seconds) and
+//! keeps each step's output as `NN-name.jsonl`. `finish`
 //! turns these into `summary.json` with serde, so no value is ever pasted
 //! into JSON unescaped. A folder without `summary.json` is a run that never
 //! finished: a killed deploy, which the next deploy of the service undoes
@@ -43,12 +44,36 @@ pub struct RunInfo {
     pub started_ms: u64,
 }
 
-/// One line of `steps.jsonl`, as zdd-deploy writes it.
+/// A step that ended: a line of `steps.jsonl` with its exit code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRun {
     pub step: String,
     pub exit: i32,
     pub seconds: f64,
+}
+
+/// A line of `steps.jsonl`, as zdd-deploy writes them: one when a step
+/// begins (with the file its records go to), one when it ends (with its
+/// exit code and time).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StepLine {
+    pub step: String,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub exit: Option<i32>,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+}
+
+/// Every line of a run's `steps.jsonl` (lines that do not parse, e.g. one
+/// cut short by a kill, are left out).
+pub fn step_lines(dir: &Path) -> Vec<StepLine> {
+    fs::read_to_string(dir.join("steps.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// `summary.json`: how a run ended.
@@ -172,7 +197,16 @@ pub fn info(dir: &Path) -> Result<RunInfo> {
 /// Writes `summary.json` and says how the run ended.
 pub fn finish(args: &FinishArgs, progress: Progress) -> Result<Summary> {
     let info = info(&args.run)?;
-    let steps = read_steps(&args.run.join("steps.jsonl"));
+    let steps = step_lines(&args.run)
+        .into_iter()
+        .filter_map(|line| {
+            Some(StepRun {
+                exit: line.exit?,
+                seconds: line.seconds.unwrap_or_default(),
+                step: line.step,
+            })
+        })
+        .collect();
     let now = time::now_ms();
     let summary = Summary {
         result: args.result.clone(),
@@ -236,14 +270,6 @@ pub fn unfinished(args: &UnfinishedArgs) -> Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found.into_iter().map(|(_, dir)| dir).collect())
-}
-
-fn read_steps(path: &Path) -> Vec<StepRun> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
 }
 
 /// The records of a step's output file, if it is complete.
@@ -344,7 +370,13 @@ mod tests {
         let dir = begin_in(&runs, "api\"\\\n", 7);
         fs::write(
             dir.join("steps.jsonl"),
-            "{\"step\":\"build\",\"exit\":0,\"seconds\":1.5}\n{\"step\":\"scale\",\"exit\":1,\"seconds\":0.25}\n",
+            concat!(
+                "{\"step\":\"build\",\"output\":\"01-image.jsonl\"}\n",
+                "{\"step\":\"build\",\"exit\":0,\"seconds\":1.5}\n",
+                "{\"step\":\"scale\",\"output\":\"02-scaled.jsonl\"}\n",
+                "{\"step\":\"scale\",\"exit\":1,\"seconds\":0.25}\n",
+                "{\"step\":\"hea"
+            ),
         )
         .unwrap();
         fs::write(
@@ -368,6 +400,11 @@ mod tests {
         assert_eq!(parsed["to_release"], "r\"2");
         assert_eq!(parsed["result"], "rolled-back");
         assert_eq!(parsed["steps"][1]["step"], "scale");
+        assert_eq!(
+            parsed["steps"].as_array().unwrap().len(),
+            2,
+            "ended steps only"
+        );
         assert_eq!(parsed, to_value(&summary));
         fs::remove_dir_all(&runs).unwrap();
     }
