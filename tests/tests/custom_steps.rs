@@ -10,15 +10,27 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-fn make_deploy(sandbox: &Sandbox, context: &Path, log: &Path) -> std::process::Output {
+/// `make -f examples/Makefile TARGET` for the sandbox's service, with
+/// the tools of this build.
+fn make_command(sandbox: &Sandbox, target: &str) -> Command {
     let bin_dir = binary("zdd-build").parent().unwrap().to_owned();
-    Command::new("make")
+    let mut command = Command::new("make");
+    command
         .current_dir(repo())
-        .args(["-s", "-f", "examples/Makefile", "deploy"])
+        .args(["-s", "-f", "examples/Makefile", target])
         .arg(format!("SERVICE={}", sandbox.id))
-        .arg(format!("CONTEXT={}", context.display()))
         .arg(format!("ZDD_BIN={}", bin_dir.display()))
-        .arg(format!("RUN={}", sandbox.dir.join("run").display()))
+        .arg(format!("RUN={}", sandbox.dir.join("run").display()));
+    command
+}
+
+fn make(sandbox: &Sandbox, target: &str) -> std::process::Output {
+    make_command(sandbox, target).output().expect("run make")
+}
+
+fn make_deploy(sandbox: &Sandbox, context: &Path, log: &Path) -> std::process::Output {
+    make_command(sandbox, "deploy")
+        .arg(format!("CONTEXT={}", context.display()))
         .arg(format!("NOTIFY_LOG={}", log.display()))
         .arg("REPLICAS=2")
         .output()
@@ -61,6 +73,26 @@ fn a_makefile_deploys_with_a_shell_step_in_the_pipeline() {
         4,
         "{logged}"
     );
+
+    // `make rollback` after a good deploy: refused, v2 serves on. And
+    // zdd-retire refuses on the finished run's records too, by itself.
+    let serving = sandbox.container_ids(false, &[]);
+    let out = make(&sandbox, "rollback");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to roll back"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_hand = zdd_e2e::run("zdd-retire", &["--role", "new"], &retired);
+    by_hand.expect_code(1);
+    assert!(
+        by_hand.stderr.contains("switch is done"),
+        "{}",
+        by_hand.stderr
+    );
+    assert_eq!(sandbox.container_ids(false, &[]), serving);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
 
     // A release that never becomes healthy: make fails at the health step
     // and rolls back; v2 serves on.
