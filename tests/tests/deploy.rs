@@ -191,27 +191,28 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
 }
 
 #[test]
-fn two_deploys_at_once_one_runs_the_other_is_refused() {
+fn two_deploys_from_two_folders_one_runs_the_other_is_refused_naming_it() {
     let (sandbox, haproxy) = stage("lock");
     let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "500")]);
-    let spawn = || {
-        deploy_command(&sandbox, &haproxy, &v2, &["-q"])
+    // Each from its own working directory, with its own runs folder: the
+    // lock is the host's, not the folder's.
+    let spawn = |folder: &str, extra: &[&str]| {
+        let dir = sandbox.dir.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runs = dir.join("runs");
+        let mut args = vec!["-q", "--runs-dir", runs.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        deploy_command(&sandbox, &haproxy, &v2, &args)
+            .current_dir(&dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (first, second) = (spawn(), spawn());
+    let (first, second) = (spawn("a", &[]), spawn("b", &[]));
     let runs: Vec<Run> = [first, second]
         .into_iter()
-        .map(|child| {
-            let out = child.wait_with_output().unwrap();
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
+        .map(|child| Run::from(child.wait_with_output().unwrap()))
         .collect();
     let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     codes.sort();
@@ -223,19 +224,21 @@ fn two_deploys_at_once_one_runs_the_other_is_refused() {
     );
     let refused = runs.iter().find(|r| r.code == 2).unwrap();
     assert!(
-        refused.stderr.contains("another deploy of"),
+        refused.stderr.contains("another deploy of") && refused.stderr.contains("pid "),
         "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(sandbox.dir.to_str().unwrap()),
+        "the holder's folder is named: {}",
         refused.stderr
     );
     assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
 
     // With --lock-wait, the second waits for the first instead.
-    let (first, second) = (spawn(), {
-        std::thread::sleep(Duration::from_millis(100));
-        deploy_command(&sandbox, &haproxy, &v2, &["-q", "--lock-wait", "60"])
-            .output()
-            .unwrap()
-    });
+    let first = spawn("a", &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    let second = spawn("b", &["--lock-wait", "60"]).wait_with_output().unwrap();
     assert!(first.wait_with_output().unwrap().status.success());
     assert!(
         second.status.success(),

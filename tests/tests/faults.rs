@@ -1,6 +1,6 @@
 //! zdd-deploy as a process: SIGKILL, SIGTERM and SIGINT at each step
-//! (build, scale, health, route, retire) under load through HAProxy, the
-//! host-wide lock, and its own dependencies.
+//! (build, scale, health, route, retire) under load through HAProxy, a
+//! lock that dies with the deploy, and its own dependencies.
 //!
 //! After every signal: no request failed, one release serves (the old
 //! one, or the new one when the signal came after the switch), and the
@@ -247,53 +247,6 @@ fn sigterm_at_every_step_rolls_back_and_exits_143() {
 #[test]
 fn sigint_at_every_step_rolls_back_and_exits_130() {
     signals_at_every_step("sigint", Delivery::InterruptGroup);
-}
-
-#[test]
-fn two_deploys_from_two_folders_one_runs_the_other_is_refused_naming_it() {
-    let (sandbox, haproxy) = stage_with("twodirs", &[]);
-    let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "1000")]);
-    let spawn = |folder: &str| {
-        let dir = sandbox.dir.join(folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        let runs = dir.join("runs");
-        deploy_command(
-            &sandbox,
-            &haproxy,
-            &v2,
-            &["-q", "--runs-dir", runs.to_str().unwrap()],
-        )
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-    };
-    let (first, second) = (spawn("a"), spawn("b"));
-    let runs: Vec<Run> = [first, second]
-        .into_iter()
-        .map(|child| Run::from(child.wait_with_output().unwrap()))
-        .collect();
-    let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
-    codes.sort();
-    assert_eq!(
-        codes,
-        [0, 2],
-        "{:?}",
-        runs.iter().map(|r| &r.stderr).collect::<Vec<_>>()
-    );
-    let refused = runs.iter().find(|r| r.code == 2).unwrap();
-    assert!(
-        refused.stderr.contains("another deploy of") && refused.stderr.contains("pid "),
-        "{}",
-        refused.stderr
-    );
-    assert!(
-        refused.stderr.contains(sandbox.dir.to_str().unwrap()),
-        "the holder's folder is named: {}",
-        refused.stderr
-    );
-    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! is honoured as the docker CLI honours it.
 
 use bollard::errors::Error as DockerError;
-use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::LogsOptionsBuilder;
+use bollard::models::{ContainerInspectResponse, ContainerSummary};
+use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
 pub use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -122,6 +122,26 @@ pub fn container_record(inspect: &ContainerInspectResponse, service: &str) -> Co
         _ => None,
     };
     record
+}
+
+/// The containers carrying the label `key=value` (stopped ones too with
+/// `include_stopped`), as the engine lists them.
+pub async fn containers_labelled(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+    include_stopped: bool,
+) -> Result<Vec<ContainerSummary>> {
+    let filters =
+        std::collections::HashMap::from([("label".to_string(), vec![format!("{key}={value}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(include_stopped)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| Error::docker(format!("listing the containers labelled {key}={value}"), e))
 }
 
 /// `sha256:0123…` → `0123456789ab`.

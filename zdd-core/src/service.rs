@@ -21,7 +21,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::future::try_join_all;
 
 use crate::docker::{self, Docker};
@@ -96,21 +95,11 @@ impl Service {
             Some(_) => labels::compose::SERVICE,
         };
         let mut ids = BTreeMap::new();
+        for summary in docker::containers_labelled(docker, key, &self.name, include_stopped).await?
         {
-            let filters =
-                HashMap::from([("label".to_string(), vec![format!("{key}={}", self.name)])]);
-            let options = ListContainersOptionsBuilder::default()
-                .all(include_stopped)
-                .filters(&filters)
-                .build();
-            let listed = docker.list_containers(Some(options)).await.map_err(|e| {
-                Error::docker(format!("listing containers of service `{}`", self.name), e)
-            })?;
-            for summary in listed {
-                let owned = summary.labels.as_ref().is_some_and(|l| self.owns(l));
-                if let (true, Some(id)) = (owned, summary.id) {
-                    ids.insert(id, ());
-                }
+            let owned = summary.labels.as_ref().is_some_and(|l| self.owns(l));
+            if let (true, Some(id)) = (owned, summary.id) {
+                ids.insert(id, ());
             }
         }
         let inspections = ids.into_keys().map(|id| async move {
@@ -134,18 +123,7 @@ impl Service {
 /// The Compose projects that have a (non one-off) container of service
 /// `name`, sorted.
 async fn compose_projects_with(docker: &Docker, name: &str) -> Result<Vec<String>> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={name}", labels::compose::SERVICE)],
-    )]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| Error::docker(format!("listing Compose services named `{name}`"), e))?;
+    let listed = docker::containers_labelled(docker, labels::compose::SERVICE, name, true).await?;
     let projects: std::collections::BTreeSet<String> = listed
         .into_iter()
         .filter_map(|c| c.labels)

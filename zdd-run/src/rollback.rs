@@ -18,12 +18,11 @@
 //! gone or stopped on the engine. Then the records are written and the
 //! answer is exit 1: do not roll back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use bollard::models::ContainerStateStatusEnum;
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use zdd_core::cli::{Outcome, Progress};
 use zdd_core::docker::{self, Docker};
 use zdd_core::evidence::{self, Routing};
@@ -157,15 +156,7 @@ async fn unrecorded_replicas(
         .into_iter()
         .map(|(_, c)| c.id)
         .collect();
-    let filters = HashMap::from([("label".to_string(), vec![format!("{}={run}", labels::RUN)])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| Error::docker(format!("listing the containers of run {run}"), e))?;
+    let listed = docker::containers_labelled(docker, labels::RUN, run, true).await?;
     let mut found = Vec::new();
     for summary in listed {
         let owned = summary.labels.as_ref().is_some_and(|l| service.owns(l));
