@@ -238,7 +238,9 @@ fn two_deploys_from_two_folders_one_runs_the_other_is_refused_naming_it() {
     // With --lock-wait, the second waits for the first instead.
     let first = spawn("a", &[]);
     std::thread::sleep(Duration::from_millis(100));
-    let second = spawn("b", &["--lock-wait", "60"]).wait_with_output().unwrap();
+    let second = spawn("b", &["--lock-wait", "60"])
+        .wait_with_output()
+        .unwrap();
     assert!(first.wait_with_output().unwrap().status.success());
     assert!(
         second.status.success(),
