@@ -93,3 +93,12 @@ need_static_libc() {
 need_postgres() {
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_install postgresql
 }
+
+# zdd_bin_dir: where the zdd tools are: $ZDD_BIN, else the folder of the
+# zdd-build on PATH, else this checkout's release build.
+zdd_bin_dir() {
+    if [ -n "${ZDD_BIN:-}" ]; then echo "$ZDD_BIN"
+    elif command -v zdd-build >/dev/null 2>&1; then dirname "$(command -v zdd-build)"
+    else echo "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release"
+    fi
+}

@@ -22,6 +22,8 @@ stage_cleanup() {
     local ids
     [ -z "${LOAD_PID:-}" ] || kill "$LOAD_PID" 2>/dev/null
     [ ! -f "$STAGE_DIR/haproxy.pid" ] || kill "$(cat "$STAGE_DIR/haproxy.pid")" 2>/dev/null
+    [ -z "${STAGE_NGINX_PID:-}" ] || [ ! -f "$STAGE_NGINX_PID" ] || kill "$(cat "$STAGE_NGINX_PID")" 2>/dev/null
+    [ -z "${STAGE_PG_STOP:-}" ] || "${STAGE_PG_STOP[@]}" 2>/dev/null
     ids=$(docker ps -aq --filter "label=$STAGE_LABEL=$STAGE_ID")
     [ -z "$ids" ] || docker rm -f $ids >/dev/null
     ids=$(docker images -q --filter "label=$STAGE_LABEL=$STAGE_ID" | sort -u)
@@ -29,19 +31,22 @@ stage_cleanup() {
     [ -n "${STAGE_KEEP:-}" ] || rm -rf "$STAGE_DIR"
 }
 
-# stage_build: the tools (release) and the static example app.
+# stage_build [PACKAGE...]: the deploy tools (release), the load generator,
+# the static example app, and any other PACKAGE (zdd-assets, zdd-migrate).
 stage_build() {
     need_docker
     need jq
     need haproxy
     need curl
     need_static_libc
-    # Only the tools a deploy runs, and the load generator: zdd-migrate and
-    # zdd-assets (a bundled SQLite, an SQL parser) would add minutes to a
-    # first run and play no part.
+    # Only the tools a deploy runs, the load generator, and what the caller
+    # names: zdd-migrate and zdd-assets (a bundled SQLite, an SQL parser)
+    # add minutes to a first run.
+    local extra=() package
+    for package in "$@"; do extra+=(-p "$package"); done
     say "building the deploy tools and the example app (cargo build --release)"
     (cd "$root_dir" && cargo build --release --quiet \
-        -p zdd-build -p zdd-ps -p zdd-scale -p zdd-health -p zdd-route -p zdd-retire -p zdd-run -p zdd-loadgen) \
+        -p zdd-build -p zdd-ps -p zdd-scale -p zdd-health -p zdd-route -p zdd-retire -p zdd-run -p zdd-loadgen "${extra[@]}") \
         || die "cargo build failed"
     (cd "$root_dir" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
         --target x86_64-unknown-linux-gnu -p zdd-example-app --target-dir target/static) \
@@ -128,11 +133,12 @@ stage_deploy() {
         --runs-dir "$STAGE_DIR/runs" --grace 10s "$@" "$context"
 }
 
-# load_start OUTPUT [loadgen options]: load through HAProxy until load_stop.
+# load_start OUTPUT [loadgen options]: load on $LOAD_URL (default: HAProxy's
+# frontend) until load_stop.
 load_start() {
     local output=$1; shift
     rm -f "$STAGE_DIR/stop-load"
-    "$ZDD_BIN/zdd-loadgen" --url "http://127.0.0.1:$HAPROXY_PORT/" --until-file "$STAGE_DIR/stop-load" \
+    "$ZDD_BIN/zdd-loadgen" --url "${LOAD_URL:-http://127.0.0.1:$HAPROXY_PORT/}" --until-file "$STAGE_DIR/stop-load" \
         --json "$@" > "$output" 2> "$output.log" &
     LOAD_PID=$!
     sleep 0.5
