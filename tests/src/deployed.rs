@@ -8,11 +8,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{binary, deploy, Haproxy, Sandbox};
+use crate::{bin_dir, deploy, poll_until, Haproxy, Sandbox};
 
 /// The load's clients in every deploy test.
 pub const CLIENTS: usize = 8;
@@ -148,23 +148,19 @@ pub fn wait_for_run_step(
     file: &str,
     timeout: Duration,
 ) -> PathBuf {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(run) = newest_run(sandbox).filter(|r| Some(r) != earlier) {
-            if run.join(file).exists() {
-                return run;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no new run reached {file} within {timeout:?}");
+    let mut run = None;
+    poll_until(timeout, || {
+        run = newest_run(sandbox).filter(|r| Some(r) != earlier && r.join(file).exists());
+        run.is_some()
+    });
+    run.unwrap_or_else(|| panic!("no new run reached {file} within {timeout:?}"))
 }
 
 /// A folder of the zdd binaries of this build in which `tool` is replaced
 /// by a shell script (`script` runs with `$REAL` set to the real tool), to
 /// inject a fault at one exact point of a deploy. Pass it as `ZDD_BIN`.
 pub fn bin_with_wrapper(sandbox: &Sandbox, tool: &str, script: &str) -> PathBuf {
-    let real_dir = binary("zdd-build").parent().unwrap().to_path_buf();
+    let real_dir = bin_dir();
     let dir = sandbox.dir.join(format!("bin-{tool}"));
     std::fs::create_dir_all(&dir).unwrap();
     for name in [

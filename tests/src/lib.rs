@@ -1,32 +1,50 @@
-//! Support for the end-to-end tests: the real zdd binaries against the
-//! real Docker engine, with the example app as the service.
+//! The test support of the whole workspace: the end-to-end tests (the
+//! real zdd binaries against the real Docker engine, with the example app
+//! as the service) and the integration tests of the tools share it.
 //!
-//! Each test works in a [`Sandbox`]: a unique id that names its service
-//! and labels everything it creates (`zdd.test=<id>` on images, and so on
-//! every container made from them; networks and Compose projects by
-//! name). Dropping the sandbox removes all of it, also when the test
+//! - [`Scratch`]: a private temporary folder, removed when dropped;
+//!   [`unique`] names, [`free_port`], [`wait_for`] / [`poll_until`].
+//! - [`binary`], [`bin_dir`]: the binaries of this build; [`run`] and
+//!   [`run_command`] capture a run as a [`Run`] (exit code, stdout,
+//!   stderr, records).
+//! - [`docker`], [`docker_lines`], [`docker_ok`]: the docker CLI.
+//! - [`http_get`] / [`http_request`]: a plain-socket HTTP client.
+//! - [`Haproxy`]: a real HAProxy with a backend and an admin socket.
+//! - [`Sandbox`]: what one engine test creates, removed when dropped.
+//!
+//! Each engine test works in a [`Sandbox`]: a unique id that names its
+//! service and labels everything it creates (`zdd.test=<id>` on images,
+//! and so on every container made from them; networks and Compose projects
+//! by name). Dropping the sandbox removes all of it, also when the test
 //! panics. `scripts/test` sweeps whatever a killed run left behind
-//! (`zdd.e2e=1`).
+//! (`zdd.e2e=1`); the first scratch folder a test process makes sweeps the
+//! folders of killed test processes.
 //!
 //! The engine is driven through the `docker` CLI here on purpose: the
 //! tests check the tools against what an operator would see, through a
 //! client that is not the one under test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde_json::Value;
 
 mod deployed;
+mod docker;
 mod haproxy;
+mod http;
 mod load;
+mod process;
+mod scratch;
 
 pub use deployed::*;
-pub use haproxy::Haproxy;
+pub use docker::{container_ip, docker, docker_lines, docker_ok};
+pub use haproxy::{Haproxy, HaproxyOptions};
+pub use http::{http_get, http_request, Response};
 pub use load::Load;
+pub use process::{bin_dir, binary, parse_records, run, run_command, Run};
+pub use scratch::{free_port, poll_until, scratch_path, unique, wait_for, Scratch};
 
 /// The label every image (and so every container) of a test carries.
 pub const TEST_LABEL: &str = "zdd.test";
@@ -37,19 +55,40 @@ pub const E2E_LABEL: &str = "zdd.e2e";
 pub struct Sandbox {
     /// Unique per test run: `zdd-e2e-<name>-<pid>-<n>`.
     pub id: String,
-    /// A private temporary folder.
+    /// A private temporary folder, `TMP/<id>`.
     pub dir: PathBuf,
+    /// Removes `dir`, after [`Sandbox`]'s own `drop`.
+    _scratch: Scratch,
 }
 
 impl Sandbox {
     pub fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let id = format!("zdd-e2e-{name}-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&id);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the sandbox folder");
-        Sandbox { id, dir }
+        let id = unique(&format!("zdd-e2e-{name}"));
+        let scratch = Scratch::named(&id);
+        Sandbox {
+            id,
+            dir: scratch.path().to_path_buf(),
+            _scratch: scratch,
+        }
+    }
+
+    /// The Dockerfile line that labels an image (and every container made
+    /// from it) as this sandbox's.
+    pub fn label_instruction(&self) -> String {
+        format!("LABEL {TEST_LABEL}={} {E2E_LABEL}=1\n", self.id)
+    }
+
+    /// Builds the image `<id>:<tag>` from `context`, whose Dockerfile is
+    /// `FROM scratch`, then `instructions`, then this sandbox's labels;
+    /// removed with the sandbox.
+    #[track_caller]
+    pub fn build_image(&self, tag: &str, context: &Path, instructions: &str) -> String {
+        let image = format!("{}:{tag}", self.id);
+        let dockerfile = format!("FROM scratch\n{instructions}{}", self.label_instruction());
+        std::fs::write(context.join("Dockerfile"), dockerfile).expect("write the Dockerfile");
+        let context = context.to_str().expect("a UTF-8 path");
+        docker_ok(&["build", "-q", "-t", &image, context]);
+        image
     }
 
     /// Writes a build context for the example app: the static binary, and a
@@ -73,9 +112,9 @@ impl Sandbox {
             "FROM scratch\nCOPY app /app\nEXPOSE 8080\n\
              HEALTHCHECK --interval=500ms --timeout=1s --retries=3 --start-period=5s CMD [\"/app\", \"--probe\"]\n\
              ENTRYPOINT [\"/app\"]\n\
-             LABEL {TEST_LABEL}={id} {E2E_LABEL}=1\n\
+             {labels}\
              ENV{env}\n",
-            id = self.id
+            labels = self.label_instruction()
         );
         std::fs::write(dir.join("Dockerfile"), dockerfile).expect("write the Dockerfile");
         dir
@@ -128,20 +167,10 @@ impl Sandbox {
     pub fn network(&self, suffix: &str) -> String {
         let name = format!("{}-{suffix}", self.id);
         let label = format!("{TEST_LABEL}={}", self.id);
-        let out = docker(&[
-            "network",
-            "create",
-            "--label",
-            &label,
-            "--label",
-            "zdd.e2e=1",
-            &name,
+        let e2e = format!("{E2E_LABEL}=1");
+        docker_ok(&[
+            "network", "create", "--label", &label, "--label", &e2e, &name,
         ]);
-        assert!(
-            out.status.success(),
-            "network create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         name
     }
 }
@@ -164,157 +193,15 @@ impl Drop for Sandbox {
                 docker(&args);
             }
         }
-        let images = docker_lines(&["images", "-q", "--no-trunc", "--filter", &label]);
+        let mut images = docker_lines(&["images", "-q", "--no-trunc", "--filter", &label]);
+        images.sort();
+        images.dedup();
         if !images.is_empty() {
             let mut args = vec!["rmi", "-f"];
-            let mut unique = images.clone();
-            unique.sort();
-            unique.dedup();
-            args.extend(unique.iter().map(String::as_str));
+            args.extend(images.iter().map(String::as_str));
             docker(&args);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A container's IP, as zdd-core picks it: on the network first by name.
-pub fn container_ip(inspect: &Value) -> String {
-    let networks = inspect["NetworkSettings"]["Networks"]
-        .as_object()
-        .expect("the container has networks");
-    let mut names: Vec<&String> = networks.keys().collect();
-    names.sort();
-    names
-        .into_iter()
-        .filter_map(|name| networks[name]["IPAddress"].as_str())
-        .find(|ip| !ip.is_empty())
-        .expect("the container has an IP")
-        .to_owned()
-}
-
-/// Runs the docker CLI.
-pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the docker CLI")
-}
-
-/// Runs the docker CLI and returns its non-empty output lines.
-pub fn docker_lines(args: &[&str]) -> Vec<String> {
-    let out = docker(args);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The result of running one tool.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(out: Output) -> Self {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    /// The stdout records, parsed.
-    pub fn records(&self) -> Vec<Value> {
-        parse_records(&self.stdout)
-    }
-
-    /// The only record; panics unless there is exactly one.
-    #[track_caller]
-    pub fn record(&self) -> Value {
-        let records = self.records();
-        assert_eq!(
-            records.len(),
-            1,
-            "wanted one record\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        records.into_iter().next().expect("one record")
-    }
-
-    /// Panics with the tool's output unless it exited 0.
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        self.expect_code(0);
-        self
-    }
-
-    /// The container records of one role.
-    pub fn role(&self, role: &str) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| r["type"] == "container" && r["role"] == role)
-            .collect()
-    }
-
-    /// Panics with the tool's stderr unless it exited with `code`.
-    #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "exit code {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-/// Parses JSON Lines.
-pub fn parse_records(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
-        .collect()
-}
-
-/// Runs a zdd tool with `stdin` as its input.
-pub fn run(tool: &str, args: &[&str], stdin: &str) -> Run {
-    let out = assert_cmd::Command::new(binary(tool))
-        .args(args)
-        .write_stdin(stdin)
-        .timeout(Duration::from_secs(180))
-        .output()
-        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    Run::from(out)
-}
-
-/// The path of a zdd tool's binary, built (once per process) if needed.
-pub fn binary(tool: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        // target/<profile>/deps/<test> → target/<profile>
-        let exe = std::env::current_exe().expect("the test's own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("tests run from target/<profile>/deps")
-            .to_path_buf();
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.args(["build", "--quiet", "--workspace", "--bins"]);
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-        profile_dir
-    });
-    dir.join(tool)
 }
 
 /// A value for a Dockerfile `ENV key=value`, double-quoted and escaped so
@@ -358,43 +245,12 @@ pub fn example_app() -> &'static Path {
     })
 }
 
-/// `GET http://address/path` with a plain socket: the status and body, or
-/// `None` when nothing answers.
-pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let addr = address.parse().ok()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 /// The `address` of a container record.
 pub fn address(record: &Value) -> String {
     record["address"]
         .as_str()
         .expect("the record has an address")
         .to_owned()
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `scripts/zdd-deploy` for the sandbox's service through `haproxy`,
@@ -416,7 +272,7 @@ pub fn deploy_command(
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut command = Command::new(root.join("scripts/zdd-deploy"));
     command
-        .env("ZDD_BIN", binary("zdd-build").parent().unwrap())
+        .env("ZDD_BIN", bin_dir())
         // The host-wide state (locks) in the sandbox, removed with it.
         .env("ZDD_STATE_DIR", sandbox.dir.join("state"))
         .args([

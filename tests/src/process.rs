@@ -1,9 +1,10 @@
 //! The binaries of this build, run with their output captured as a
 //! [`Run`].
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -120,28 +121,57 @@ pub fn run_command(command: Command, stdin: &str) -> Run {
     Run::from(out)
 }
 
-/// The path of a binary of this workspace (a zdd tool, an example), all
-/// of them built (once per process) if needed, so the binaries of this
-/// build are what every test runs: `binary("zdd-build").parent()` is a
-/// folder with all of them.
+/// The path of a binary of this workspace (a zdd tool, an example app),
+/// built from the working tree (once per process) if needed: what every
+/// test runs is this build's. Only that binary's package is compiled, so a
+/// tool's tests do not wait for, or fail with, the rest of the workspace.
 pub fn binary(tool: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        // target/<profile>/deps/<test> → target/<profile>
+    build(Some(tool));
+    profile_dir().join(tool)
+}
+
+/// The folder of all the binaries of this workspace, all built (once per
+/// process) if needed: the `ZDD_BIN` of a whole deploy.
+pub fn bin_dir() -> PathBuf {
+    build(None);
+    profile_dir().to_path_buf()
+}
+
+/// `target/<profile>`, where the tests' own executables are in `deps/`.
+fn profile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test's own path");
-        let profile_dir = exe
-            .parent()
+        exe.parent()
             .and_then(Path::parent)
             .expect("tests run from target/<profile>/deps")
-            .to_path_buf();
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.args(["build", "--quiet", "--workspace", "--bins"]);
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-        profile_dir
-    });
-    dir.join(tool)
+            .to_path_buf()
+    })
+}
+
+/// `cargo build` of one binary (`Some`) or all of them (`None`), unless
+/// this process built it already. Builds one at a time: concurrent tests
+/// wait for the first.
+fn build(tool: Option<&str>) {
+    const ALL: &str = "--bins";
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let key = tool.unwrap_or(ALL);
+    if built.contains(key) || built.contains(ALL) {
+        return;
+    }
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // The whole workspace's features either way, so building one binary
+    // never undoes the build of all of them.
+    cargo.args(["build", "--quiet", "--workspace"]);
+    match tool {
+        Some(tool) => cargo.args(["--bin", tool]),
+        None => cargo.arg(ALL),
+    };
+    if profile_dir().ends_with("release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo build");
+    assert!(status.success(), "{cargo:?} failed");
+    built.insert(key.to_owned());
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use zdd_e2e::{binary, parse_records, Sandbox};
+use zdd_e2e::{bin_dir, parse_records, Sandbox};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -13,7 +13,7 @@ fn repo() -> &'static Path {
 /// `make -f examples/Makefile TARGET` for the sandbox's service, with
 /// the tools of this build.
 fn make_command(sandbox: &Sandbox, target: &str) -> Command {
-    let bin_dir = binary("zdd-build").parent().unwrap().to_owned();
+    let bin_dir = bin_dir();
     let mut command = Command::new("make");
     command
         .current_dir(repo())

@@ -114,7 +114,7 @@ fn check_pool(root: &Path, checked: &mut BTreeSet<String>) {
 #[test]
 fn killing_publish_anywhere_never_breaks_the_live_site() {
     let t = Scratch::new("crash");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     let images = 150;
 
     // How long one whole publish takes here (the quickest of three, the

@@ -44,7 +44,7 @@ fn fetch_all(nginx: &Nginx, page: &str) -> BTreeSet<String> {
 #[test]
 fn an_old_page_keeps_loading_after_the_new_release_goes_live() {
     let t = Scratch::new("serve");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     let v1 = publish(&src, &root);
     let nginx = Nginx::start(&root, &[]);
@@ -121,7 +121,7 @@ fn an_old_page_keeps_loading_after_the_new_release_goes_live() {
 #[test]
 fn an_unchanged_file_keeps_its_name_and_is_stored_once() {
     let t = Scratch::new("once");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     let v1 = publish(&src, &root);
     write_site(&src, &site(2));
@@ -185,7 +185,7 @@ fn an_unchanged_file_keeps_its_name_and_is_stored_once() {
 #[test]
 fn the_same_build_published_twice_reuses_its_release() {
     let t = Scratch::new("reuse");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     let first = publish(&src, &root);
     assert_eq!(first["reused"], false);
@@ -228,7 +228,7 @@ fn the_same_build_published_twice_reuses_its_release() {
 #[test]
 fn activate_rolls_back_and_list_tells_when_each_was_live() {
     let t = Scratch::new("rollback");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     let mut ids = Vec::new();
     for v in 1..=3 {
         write_site(&src, &site(v));
@@ -273,7 +273,7 @@ fn activate_rolls_back_and_list_tells_when_each_was_live() {
 #[test]
 fn prune_deletes_by_the_rule_and_never_what_a_kept_release_uses() {
     let t = Scratch::new("prune");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     let mut ids = Vec::new();
     for v in 1..=3 {
         if v == 3 {
@@ -356,7 +356,7 @@ fn prune_deletes_by_the_rule_and_never_what_a_kept_release_uses() {
 #[test]
 fn refuses_links_foreign_roots_and_bad_input_without_writing() {
     let t = Scratch::new("refuse");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
 
     // A symlink in the source.
@@ -368,7 +368,7 @@ fn refuses_links_foreign_roots_and_bad_input_without_writing() {
     std::fs::remove_file(src.join("img/passwd")).unwrap();
 
     // A folder that is not an asset root.
-    let foreign = t.path("foreign");
+    let foreign = t.join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("precious.txt"), "keep me").unwrap();
     for args in [
@@ -400,7 +400,7 @@ fn refuses_links_foreign_roots_and_bad_input_without_writing() {
     let file_root = foreign.join("precious.txt");
     assert_eq!(zdd(&["publish", s(&src), "--root", s(&file_root)]).code, 2);
     assert_eq!(
-        zdd(&["publish", s(&t.path("nope")), "--root", s(&root)]).code,
+        zdd(&["publish", s(&t.join("nope")), "--root", s(&root)]).code,
         2
     );
     assert_eq!(
@@ -446,7 +446,7 @@ fn refuses_links_foreign_roots_and_bad_input_without_writing() {
 #[test]
 fn one_writer_at_a_time() {
     let t = Scratch::new("lock");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     publish(&src, &root);
     write_site(&src, &site(2));
@@ -482,7 +482,7 @@ fn one_writer_at_a_time() {
 #[test]
 fn spa_mode_serves_routes_but_never_a_missing_file() {
     let t = Scratch::new("spa");
-    let (root, src) = (t.path("root"), t.path("src"));
+    let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     publish(&src, &root);
     let nginx = Nginx::start(&root, &["--spa"]);

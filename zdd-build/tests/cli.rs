@@ -4,14 +4,12 @@
 //! `DOCKER_HOST` points at a socket that does not exist, so a tool that
 //! reached the engine would fail with exit 1, not 2.
 
-mod common;
-
 use assert_cmd::Command;
-use common::Scratch;
 use predicates::prelude::*;
+use zdd_e2e::{binary, Scratch};
 
 fn zdd_build() -> Command {
-    let mut cmd = Command::cargo_bin("zdd-build").unwrap();
+    let mut cmd = Command::new(binary("zdd-build"));
     cmd.env("DOCKER_HOST", "unix:///nonexistent/zdd-build-test.sock");
     cmd
 }

@@ -1,38 +1,16 @@
 //! Against the real engine: a build, a skipped rebuild, a failed build.
 //!
-//! Only `FROM scratch` images (no registry here). Every image the test may
-//! have created is removed at the end by a guard, also when an assertion
-//! fails.
-
-mod common;
-
-use std::process::Command as Process;
+//! Only `FROM scratch` images (no registry here). Every image the test
+//! builds carries `zdd.e2e=1` and its sandbox's `zdd.test=<id>`, and is
+//! removed with the sandbox, also when an assertion fails.
 
 use assert_cmd::Command;
-use common::Scratch;
 use predicates::prelude::*;
 use serde_json::Value;
-
-/// Removes the listed image references with `docker rmi -f` on drop.
-struct ImageGuard {
-    images: Vec<String>,
-}
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        if self.images.is_empty() {
-            return;
-        }
-        let _ = Process::new("docker")
-            .arg("rmi")
-            .arg("-f")
-            .args(&self.images)
-            .output();
-    }
-}
+use zdd_e2e::{binary, docker, docker_ok, Sandbox, Scratch};
 
 fn zdd_build() -> Command {
-    Command::cargo_bin("zdd-build").unwrap()
+    Command::new(binary("zdd-build"))
 }
 
 /// Runs `cmd`, expects exit 0 and exactly one image record; returns it.
@@ -58,13 +36,16 @@ fn str_field<'a>(record: &'a serde_json::Map<String, Value>, key: &str) -> &'a s
 
 #[test]
 fn builds_skips_and_fails_like_the_engine_says() {
-    let repo = format!("zdd-test-build-{}", std::process::id());
-    let mut guard = ImageGuard { images: Vec::new() };
+    let sandbox = Sandbox::new("build");
+    let repo = sandbox.id.clone();
 
     let ctx = Scratch::new("engine");
     ctx.write(
         "Dockerfile",
-        "FROM scratch\nCOPY hello.txt /hello.txt\nLABEL zdd.test=zdd-build\n",
+        format!(
+            "FROM scratch\nCOPY hello.txt /hello.txt\n{}",
+            sandbox.label_instruction()
+        ),
     );
     ctx.write("hello.txt", "hello from zdd-build\n");
     ctx.write(".dockerignore", "*.log\n");
@@ -77,7 +58,6 @@ fn builds_skips_and_fails_like_the_engine_says() {
             .arg(ctx.path()),
     );
     let image = str_field(&first, "image").to_owned();
-    guard.images.push(image.clone());
     let release = str_field(&first, "release");
     let hash = str_field(&first, "context_hash");
     assert_eq!(first["type"], "image");
@@ -94,23 +74,20 @@ fn builds_skips_and_fails_like_the_engine_says() {
     assert!(image_id.starts_with("sha256:"), "{image_id}");
 
     // The image carries the labels, and the file.
-    let labels = Process::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            &image,
-        ])
-        .output()
-        .unwrap();
-    let labels: Value = serde_json::from_slice(&labels.stdout).unwrap();
+    let labels = docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &image,
+    ]);
+    let labels: Value = serde_json::from_str(&labels).unwrap();
     assert_eq!(labels["zdd.context-hash"], hash);
     assert!(
         labels.get("zdd.service").is_none(),
         "an image never names a service: a container run from it by hand is no replica"
     );
-    assert_eq!(labels["zdd.test"], "zdd-build");
+    assert_eq!(labels["zdd.test"], sandbox.id.as_str());
 
     // Second run, an ignored file changed: same release, nothing built.
     ctx.write("noise.log", "changed, still ignored");
@@ -137,7 +114,6 @@ fn builds_skips_and_fails_like_the_engine_says() {
             .args(["--build-arg", "UNUSED=1"])
             .arg(ctx.path()),
     );
-    guard.images.push(str_field(&third, "image").to_owned());
     assert_ne!(third["release"], first["release"]);
     assert_eq!(third["built"], true);
 
@@ -152,12 +128,13 @@ fn builds_skips_and_fails_like_the_engine_says() {
         .stdout("")
         .stderr(predicate::str::contains("zdd-build: error: building"))
         .stderr(predicate::str::contains("missing"));
-    // Whatever tag it would have had, make sure it is gone.
+    // Whatever tag it would have had (it has no labels), make sure it is
+    // gone.
     let bad_stderr = String::from_utf8_lossy(&bad.get_output().stderr).into_owned();
     if let Some(tag) = bad_stderr
         .split_whitespace()
         .find(|w| w.starts_with(&format!("{repo}:")))
     {
-        guard.images.push(tag.trim_end_matches(':').to_owned());
+        docker(&["rmi", "-f", tag.trim_end_matches(':')]);
     }
 }

@@ -13,22 +13,11 @@ mod support;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use support::{Listen, Pg, Project, Run};
-use zdd_e2e::docker;
-
-#[track_caller]
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use support::{Listen, Migrations, Pg, Project};
+use zdd_e2e::{docker_ok, run_command};
 
 /// What one test creates on the engine: the end-to-end harness's sandbox
 /// (its id, a folder, and removal of everything labelled with the id when
@@ -43,9 +32,8 @@ impl Sandbox {
         let env = zdd_e2e::Sandbox::new(&format!("migrate-{name}"));
         let context = env.dir.join("image");
         std::fs::create_dir_all(&context).unwrap();
-        build_context(&context, &env.id);
-        let image = format!("zdd-migrate-test:{}", env.id);
-        docker_ok(&["build", "-q", "-t", &image, context.to_str().unwrap()]);
+        build_context(&context);
+        let image = env.build_image("migrate", &context, "COPY . /\n");
         Sandbox { env, image }
     }
 
@@ -111,8 +99,9 @@ impl Sandbox {
 
 /// The image's files: this zdd-migrate (stripped when `strip` is there),
 /// `sleep`, their libraries, and the migration folders.
-fn build_context(dir: &Path, id: &str) {
-    let binary = Path::new(support::binary());
+fn build_context(dir: &Path) {
+    let binary = support::binary();
+    let binary = binary.as_path();
     let target = dir.join("zdd-migrate");
     let stripped = Command::new("strip")
         .arg("-o")
@@ -142,11 +131,6 @@ fn build_context(dir: &Path, id: &str) {
         "-- zdd: phase=expand\nINSERT INTO no_such_table VALUES (1);\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("Dockerfile"),
-        format!("FROM scratch\nCOPY . /\nLABEL zdd.e2e=1 zdd.test={id}\n"),
-    )
-    .unwrap();
 }
 
 /// The shared libraries (and the loader) `ldd` lists for `binaries`.
@@ -170,23 +154,8 @@ fn libraries(binaries: &[&Path]) -> Vec<PathBuf> {
     found
 }
 
-fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
-    use std::io::Write;
-    let mut child = Command::new(support::binary())
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    Run::from_output(child.wait_with_output().unwrap())
+fn run_with_stdin(args: &[&str], stdin: &str) -> zdd_e2e::Run {
+    run_command(support::command(args), stdin)
 }
 
 #[test]
@@ -196,30 +165,11 @@ fn contract_is_refused_while_an_old_release_runs() {
     let old = sandbox.replica(&service, "r1-old", &[]);
     sandbox.replica(&service, "r2-new", &[]);
 
-    let project = Project::new("docker-contract");
-    project
-        .write(
-            "0001_users.sql",
-            "-- zdd: phase=expand\nCREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT);\n",
-        )
-        .write(
-            "0002_drop_name.sql",
-            "-- zdd: phase=contract\nALTER TABLE users DROP COLUMN name;\n",
-        );
-    let db = project.sqlite();
-    project.run(&["up", "--database", &db]).expect(0);
+    let (project, db) = contract_project("docker-contract");
 
-    let contract = [
-        "contract",
-        "--service",
-        &service,
-        "--release",
-        "r2-new",
-        "--database",
-        &db,
-    ];
+    let contract = contract_args(&service, &db, &[]);
     let refused = project.run(&contract);
-    refused.expect(1);
+    refused.expect_code(1);
     assert!(
         refused.stderr.contains("still run an older release") && refused.stderr.contains("r1-old"),
         "{}",
@@ -230,14 +180,14 @@ fn contract_is_refused_while_an_old_release_runs() {
     assert_eq!(status.statuses()[1], (2, "pending".into()));
 
     // Without --force, the service and the release are required.
-    project.run(&["contract", "--database", &db]).expect(2);
+    project.run(&["contract", "--database", &db]).expect_code(2);
 
     // The old replica is retired; a one-off container of the old release
     // (an earlier migration run) is not a replica and does not count.
     docker_ok(&["rm", "-f", &old]);
     sandbox.replica(&service, "r1-old", &["--label", "zdd.oneoff=true"]);
     let allowed = project.run(&contract);
-    allowed.expect(0);
+    allowed.expect_code(0);
     assert_eq!(allowed.statuses(), [(2, "applied".into())]);
 }
 
@@ -255,8 +205,24 @@ fn contract_project(name: &str) -> (Project, String) {
             "-- zdd: phase=contract\nALTER TABLE users DROP COLUMN name;\n",
         );
     let db = project.sqlite();
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
     (project, db)
+}
+
+/// `contract --service SERVICE --release r2-new --database DB`, then
+/// `extra`.
+fn contract_args<'a>(service: &'a str, db: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "contract",
+        "--service",
+        service,
+        "--release",
+        "r2-new",
+        "--database",
+        db,
+    ];
+    args.extend(extra);
+    args
 }
 
 /// The history table's `status` of `version`, `None` without a row.
@@ -290,17 +256,9 @@ fn contract_is_refused_when_no_replica_of_the_service_runs() {
     sandbox.stopped_replica(&service, "r1-old");
     let (project, db) = contract_project("docker-contract-none");
 
-    let contract = [
-        "contract",
-        "--service",
-        &service,
-        "--release",
-        "r2-new",
-        "--database",
-        &db,
-    ];
+    let contract = contract_args(&service, &db, &[]);
     let refused = project.run(&contract);
-    refused.expect(1);
+    refused.expect_code(1);
     assert!(
         refused.stderr.contains(&format!(
             "refusing to contract: the Docker engine lists no running replica of service `{service}`"
@@ -313,23 +271,17 @@ fn contract_is_refused_when_no_replica_of_the_service_runs() {
     assert_eq!(history_status(&db, 2), None);
     assert!(name_column_exists(&db));
     let status = project.run(&["status", "--database", &db]);
-    status.expect(0);
+    status.expect_code(0);
     assert_eq!(status.statuses()[1], (2, "pending".into()));
     assert_eq!(status.of_type("migration_status")[0]["pending_contract"], 1);
 
     // With a Compose project, the message names it too.
-    let in_project = project.run(&[
-        "contract",
-        "--service",
+    let in_project = project.run(&contract_args(
         &service,
-        "--project",
-        "no-such-project",
-        "--release",
-        "r2-new",
-        "--database",
         &db,
-    ]);
-    in_project.expect(1);
+        &["--project", "no-such-project"],
+    ));
+    in_project.expect_code(1);
     assert!(
         in_project.stderr.contains(&format!(
             "no running replica of service `{service}` of Compose project `no-such-project`"
@@ -341,7 +293,7 @@ fn contract_is_refused_when_no_replica_of_the_service_runs() {
 
     // --force still skips the check entirely.
     let forced = project.run(&["contract", "--force", "--database", &db]);
-    forced.expect(0);
+    forced.expect_code(0);
     assert_eq!(forced.statuses(), [(2, "applied".into())]);
     assert_eq!(history_status(&db, 2).as_deref(), Some("applied"));
     assert!(!name_column_exists(&db));
@@ -354,19 +306,10 @@ fn contract_with_no_replicas_expected_applies_when_none_runs_but_not_past_an_old
     let old = sandbox.replica(&service, "r1-old", &[]);
     let (project, db) = contract_project("docker-contract-expected");
 
-    let contract = [
-        "contract",
-        "--service",
-        &service,
-        "--release",
-        "r2-new",
-        "--no-replicas-expected",
-        "--database",
-        &db,
-    ];
+    let contract = contract_args(&service, &db, &["--no-replicas-expected"]);
     // The flag allows finding none, not finding an older release.
     let refused = project.run(&contract);
-    refused.expect(1);
+    refused.expect_code(1);
     assert!(
         refused.stderr.contains("still run an older release") && refused.stderr.contains("r1-old"),
         "{}",
@@ -377,7 +320,7 @@ fn contract_with_no_replicas_expected_applies_when_none_runs_but_not_past_an_old
     // The service is stopped on purpose: no replica, as expected.
     docker_ok(&["rm", "-f", &old]);
     let applied = project.run(&contract);
-    applied.expect(0);
+    applied.expect_code(0);
     assert_eq!(applied.statuses(), [(2, "applied".into())]);
     assert!(
         applied.stderr.contains(&format!(
@@ -399,25 +342,10 @@ fn contract_ignores_compose_project_name_from_the_environment() {
     sandbox.replica(&service, "r1-old", &[]);
     let (project, db) = contract_project("docker-contract-env");
 
-    let out = Command::new(support::binary())
-        .args([
-            "contract",
-            "--service",
-            &service,
-            "--release",
-            "r2-new",
-            "--database",
-            &db,
-            "--dir",
-            project.migrations().to_str().unwrap(),
-        ])
-        .env_remove("DATABASE_URL")
-        .env("COMPOSE_PROJECT_NAME", "leftover-project")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let refused = Run::from_output(out);
-    refused.expect(1);
+    let mut command = project.command(&contract_args(&service, &db, &[]));
+    command.env("COMPOSE_PROJECT_NAME", "leftover-project");
+    let refused = run_command(command, "");
+    refused.expect_code(1);
     assert!(
         refused.stderr.contains("still run an older release")
             && refused.stderr.contains("r1-old")
@@ -467,7 +395,7 @@ fn run_executes_a_one_off_that_reaches_the_database_and_fails_the_step_when_it_f
         &["run", "--", "/zdd-migrate", "up", "--dir", "/migrations"],
         &image_record,
     );
-    run.expect(0);
+    run.expect_code(0);
     let records = run.records();
     assert_eq!(records.len(), 2, "{}", run.stdout);
     assert_eq!(records[0]["type"], "image", "the input is passed through");
@@ -514,7 +442,7 @@ fn run_executes_a_one_off_that_reaches_the_database_and_fails_the_step_when_it_f
         "--dir",
         "/migrations-bad",
     ]);
-    failed.expect(1);
+    failed.expect_code(1);
     let record = &failed.records()[0];
     assert_eq!(record["status"], "failed");
     assert_eq!(record["exit_code"], 1);
@@ -547,7 +475,7 @@ fn run_executes_a_one_off_that_reaches_the_database_and_fails_the_step_when_it_f
         "--",
         "/no-such-binary",
     ]);
-    broken.expect(1);
+    broken.expect_code(1);
     assert_eq!(broken.records()[0]["status"], "failed");
     drop(server);
 }

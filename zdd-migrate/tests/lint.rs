@@ -17,7 +17,7 @@ fn fixtures(name: &str) -> PathBuf {
 fn each_rule_is_caught_with_its_line() {
     let dir = fixtures("lint");
     let lint = run(&["lint", "--dir", dir.to_str().unwrap()]);
-    lint.expect(1);
+    lint.expect_code(1);
     let mut found: Vec<(i64, String, i64, bool)> = lint
         .of_type("lint")
         .iter()
@@ -82,7 +82,7 @@ fn each_rule_is_caught_with_its_line() {
 fn a_safe_expand_contract_sequence_passes() {
     let dir = fixtures("safe");
     let lint = run(&["lint", "--dir", dir.to_str().unwrap()]);
-    lint.expect(0);
+    lint.expect_code(0);
     assert_eq!(lint.stdout, "", "no findings");
 }
 
@@ -99,7 +99,7 @@ fn an_allow_line_silences_one_rule_only() {
             "-- zdd: phase=expand\n-- zdd: allow=drop-column reason=\"a was never read\"\nALTER TABLE t DROP COLUMN a;\nALTER TABLE t RENAME COLUMN b TO c;\n",
         );
     let lint = project.run(&["lint"]);
-    lint.expect(1);
+    lint.expect_code(1);
     let rules: Vec<(String, bool)> = lint
         .of_type("lint")
         .iter()
@@ -121,13 +121,9 @@ fn the_sqlite_dialect_parses_sqlite() {
         "0001_t.sql",
         "-- zdd: phase=expand\nCREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT) STRICT;\nCREATE INDEX t_body ON t (body);\n",
     );
-    project.run(&["lint", "--dialect", "sqlite"]).expect(0);
+    project.run(&["lint", "--dialect", "sqlite"]).expect_code(0);
     // The dialect follows the database URL.
-    let dir = project.migrations();
-    let out = std::process::Command::new(support::binary())
-        .args(["lint", "--dir", dir.to_str().unwrap()])
-        .env("DATABASE_URL", "sqlite:app.db")
-        .output()
-        .unwrap();
-    support::Run::from_output(out).expect(0);
+    let mut command = project.command(&["lint"]);
+    command.env("DATABASE_URL", "sqlite:app.db");
+    support::run_command(command, "").expect_code(0);
 }

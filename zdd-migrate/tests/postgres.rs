@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{finish, one_runner_applied, pg, Pg, Project};
+use support::{finish, one_runner_applied, pg, Migrations, Pg, Project};
 
 fn query_i64(url: &str, sql: &str) -> i64 {
     pg().client(Pg::name_of(url))
@@ -69,7 +69,7 @@ fn a_failing_migration_is_rolled_back_recorded_and_stops_the_run() {
             "-- zdd: phase=expand\nCREATE TABLE later (id bigint);\n",
         );
     let run = project.run(&["up", "--database", &url]);
-    run.expect(1);
+    run.expect_code(1);
     assert_eq!(
         run.statuses(),
         [(1, "applied".into()), (2, "failed".into())]
@@ -117,7 +117,7 @@ fn create_index_concurrently_runs_outside_a_transaction() {
             "-- zdd: phase=expand\n-- zdd: transaction=off\nCREATE INDEX CONCURRENTLY users_email ON users (email);\nCREATE UNIQUE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n",
         );
     let run = project.run(&["up", "--database", &url]);
-    run.expect(0);
+    run.expect_code(0);
     let index = &run.of_type("migration")[1];
     assert_eq!(index["status"], "applied");
     assert_eq!(index["transaction"], false);
@@ -144,7 +144,7 @@ fn create_index_concurrently_runs_outside_a_transaction() {
         "-- zdd: phase=expand\nCREATE INDEX CONCURRENTLY users_id_email ON users (id, email);\n",
     );
     let run = project.run(&["up", "--database", &url]);
-    run.expect(1);
+    run.expect_code(1);
     assert_eq!(
         run.of_type("lint")[0]["rule"],
         "concurrently-in-transaction"
@@ -175,7 +175,7 @@ fn status_names_the_lock_holder_and_a_live_running_migration() {
         assert!(Instant::now() < deadline, "never saw 0002 running");
         std::thread::sleep(Duration::from_millis(50));
     };
-    status.expect(0);
+    status.expect_code(0);
     let summary = &status.of_type("migration_status")[0];
     assert_eq!(summary["locked"], true);
     assert_eq!(summary["running"], 1);
@@ -186,16 +186,16 @@ fn status_names_the_lock_holder_and_a_live_running_migration() {
     );
     // A second runner gives up after --lock-wait, naming the holder.
     let blocked = project.run(&["up", "--lock-wait", "300ms", "--database", &url]);
-    blocked.expect(1);
+    blocked.expect_code(1);
     assert!(
         blocked.stderr.contains("still held by `zdd-migrate"),
         "{}",
         blocked.stderr
     );
 
-    finish(up).expect(0);
+    finish(up).expect_code(0);
     let status = project.run(&["status", "--database", &url]);
-    status.expect(0);
+    status.expect_code(0);
     assert_eq!(status.of_type("migration_status")[0]["locked"], false);
     assert_eq!(
         status.statuses(),
@@ -251,18 +251,18 @@ fn a_killed_run_outside_a_transaction_is_drift_until_repair() {
         assert!(Instant::now() < deadline, "the lock was never released");
         std::thread::sleep(Duration::from_millis(50));
     };
-    status.expect(1);
+    status.expect_code(1);
     assert_eq!(status.statuses()[1], (2, "drift".into()));
 
     let up = project.run(&["up", "--database", &url]);
-    up.expect(1);
+    up.expect_code(1);
     assert!(up.stderr.contains("never finished"), "{}", up.stderr);
 
     let repair = project.run(&["repair", "--database", &url]);
-    repair.expect(0);
+    repair.expect_code(0);
     assert_eq!(repair.of_type("migration")[0]["action"], "removed");
     let up = project.run(&["up", "--database", &url, "-q"]);
-    up.expect(0);
+    up.expect_code(0);
     assert_eq!(up.statuses(), [(2, "applied".into())]);
     assert!(up.stderr.is_empty(), "-q: {}", up.stderr);
 }
@@ -276,18 +276,18 @@ fn a_safe_expand_contract_sequence_passes_lint_and_applies() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), project.migrations().join(entry.file_name())).unwrap();
     }
-    project.run(&["lint"]).expect(0);
+    project.run(&["lint"]).expect_code(0);
     let up = project.run(&["up", "--database", &url]);
-    up.expect(0);
+    up.expect_code(0);
     let applied: Vec<i64> = up.statuses().iter().map(|(v, _)| *v).collect();
     assert_eq!(applied, [1, 2, 3, 4]);
     let plan = project.run(&["plan", "--contract", "--database", &url]);
-    plan.expect(0);
+    plan.expect_code(0);
     let planned: Vec<i64> = plan.statuses().iter().map(|(v, _)| *v).collect();
     assert_eq!(planned, [5, 6, 7, 8]);
     project
         .run(&["contract", "--force", "--database", &url])
-        .expect(0);
+        .expect_code(0);
     let client = &mut pg().client(Pg::name_of(&url)).unwrap();
     let columns: Vec<String> = client
         .query(
@@ -326,9 +326,9 @@ fn down_and_repair_on_postgres() {
             "0002_email.down.sql",
             "ALTER TABLE users DROP COLUMN email;\n",
         );
-    project.run(&["up", "--database", &url]).expect(0);
+    project.run(&["up", "--database", &url]).expect_code(0);
     let down = project.run(&["down", "--version", "2", "--database", &url]);
-    down.expect(0);
+    down.expect_code(0);
     assert_eq!(
         query_i64(
             &url,
@@ -343,12 +343,12 @@ fn down_and_repair_on_postgres() {
     std::fs::remove_file(project.migrations().join("0002_email.sql")).unwrap();
     std::fs::remove_file(project.migrations().join("0001_users.sql")).unwrap();
     let status = project.run(&["status", "--database", &url]);
-    status.expect(1);
+    status.expect_code(1);
     assert_eq!(status.statuses(), [(1, "drift".into())]);
-    project.run(&["repair", "--database", &url]).expect(0);
-    project.run(&["status", "--database", &url]).expect(1);
+    project.run(&["repair", "--database", &url]).expect_code(0);
+    project.run(&["status", "--database", &url]).expect_code(1);
     let repair = project.run(&["repair", "--version", "1", "--database", &url]);
-    repair.expect(0);
+    repair.expect_code(0);
     assert_eq!(repair.of_type("migration")[0]["action"], "removed");
-    project.run(&["status", "--database", &url]).expect(0);
+    project.run(&["status", "--database", &url]).expect_code(0);
 }

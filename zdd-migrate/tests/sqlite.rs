@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{finish, one_runner_applied, Project};
+use support::{finish, one_runner_applied, Migrations, Project};
 
 /// A migration slow enough (about a second here) that a second runner
 /// started at the same time must wait for the first.
@@ -67,7 +67,7 @@ fn a_failing_migration_leaves_nothing_and_stops_the_run() {
         );
     let db = project.sqlite();
     let run = project.run(&["up", "--database", &db]);
-    run.expect(1);
+    run.expect_code(1);
     assert_eq!(
         run.statuses(),
         [(1, "applied".into()), (2, "failed".into())]
@@ -104,7 +104,7 @@ fn a_failing_migration_leaves_nothing_and_stops_the_run() {
 
     // `status` says so and exits 1.
     let status = project.run(&["status", "--database", &db]);
-    status.expect(1);
+    status.expect_code(1);
     assert!(status.statuses().contains(&(2, "failed".into())));
 
     // Fixed, it runs again (it failed inside a transaction: nothing stayed).
@@ -113,7 +113,7 @@ fn a_failing_migration_leaves_nothing_and_stops_the_run() {
         "-- zdd: phase=expand\nCREATE TABLE audit (id INTEGER);\nINSERT INTO audit VALUES (1);\n",
     );
     let run = project.run(&["up", "--database", &db]);
-    run.expect(0);
+    run.expect_code(0);
     assert_eq!(
         run.statuses(),
         [(2, "applied".into()), (3, "applied".into())]
@@ -128,14 +128,14 @@ fn checksum_drift_stops_up_until_repair() {
         "-- zdd: phase=expand\nCREATE TABLE users (id INTEGER PRIMARY KEY);\n",
     );
     let db = project.sqlite();
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
 
     // Line endings alone are not a change.
     project.write(
         "0001_users.sql",
         "-- zdd: phase=expand\r\nCREATE TABLE users (id INTEGER PRIMARY KEY);\r\n",
     );
-    project.run(&["status", "--database", &db]).expect(0);
+    project.run(&["status", "--database", &db]).expect_code(0);
 
     project
         .write(
@@ -147,7 +147,7 @@ fn checksum_drift_stops_up_until_repair() {
             "-- zdd: phase=expand\nCREATE TABLE more (id INTEGER);\n",
         );
     let run = project.run(&["up", "--database", &db]);
-    run.expect(1);
+    run.expect_code(1);
     assert!(
         run.stderr
             .contains("0001_users: the file changed after it was applied"),
@@ -167,9 +167,9 @@ fn checksum_drift_stops_up_until_repair() {
     );
 
     let repair = project.run(&["repair", "--database", &db]);
-    repair.expect(0);
+    repair.expect_code(0);
     assert_eq!(repair.of_type("migration")[0]["action"], "checksum-updated");
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
     assert_eq!(
         count(
             &db,
@@ -195,7 +195,7 @@ fn an_interrupted_run_outside_a_transaction_is_drift_until_repair() {
     // VACUUM cannot run inside a transaction: it works only because the
     // migration runs outside one.
     let run = project.run(&["up", "--database", &db]);
-    run.expect(0);
+    run.expect_code(0);
     assert_eq!(
         run.of_type("migration")[1]["transaction"],
         serde_json::json!(false)
@@ -210,7 +210,7 @@ fn an_interrupted_run_outside_a_transaction_is_drift_until_repair() {
     .unwrap();
     drop(conn);
     let status = project.run(&["status", "--database", &db]);
-    status.expect(1);
+    status.expect_code(1);
     let record = &status.of_type("migration")[1];
     assert_eq!(record["status"], "drift");
     assert!(record["drift"].as_str().unwrap().contains("never finished"));
@@ -223,14 +223,14 @@ fn an_interrupted_run_outside_a_transaction_is_drift_until_repair() {
         "-- zdd: phase=expand\nCREATE TABLE next (id INTEGER);\n",
     );
     let up = project.run(&["up", "--database", &db]);
-    up.expect(1);
+    up.expect_code(1);
     assert!(up.stderr.contains("repair"), "{}", up.stderr);
 
     let repair = project.run(&["repair", "--database", &db]);
-    repair.expect(0);
+    repair.expect_code(0);
     assert_eq!(repair.of_type("migration")[0]["action"], "removed");
     let up = project.run(&["up", "--database", &db]);
-    up.expect(0);
+    up.expect_code(0);
     assert_eq!(
         up.statuses(),
         [(2, "applied".into()), (3, "applied".into())]
@@ -245,7 +245,7 @@ fn lint_errors_stop_up_before_anything_runs() {
         "-- zdd: phase=expand\nCREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\n",
     );
     let db = project.sqlite();
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
     project
         .write(
             "0002_email.sql",
@@ -256,7 +256,7 @@ fn lint_errors_stop_up_before_anything_runs() {
             "-- zdd: phase=expand\n\nALTER TABLE users DROP COLUMN name;\n",
         );
     let run = project.run(&["up", "--database", &db]);
-    run.expect(1);
+    run.expect_code(1);
     let lint = run.of_type("lint");
     assert_eq!(lint.len(), 1, "{}", run.stdout);
     assert_eq!(lint[0]["rule"], "drop-column");
@@ -279,7 +279,7 @@ fn lint_errors_stop_up_before_anything_runs() {
         "-- zdd: phase=contract\n\nALTER TABLE users DROP COLUMN name;\n",
     );
     let up = project.run(&["up", "--database", &db]);
-    up.expect(0);
+    up.expect_code(0);
     assert_eq!(up.statuses(), [(2, "applied".into())]);
     assert!(
         up.stderr.contains("wait for `zdd-migrate contract`"),
@@ -302,17 +302,17 @@ fn plan_and_status_change_nothing() {
         );
     let db = project.sqlite();
     let plan = project.run(&["plan", "--database", &format!("sqlite:{db}")]);
-    plan.expect(0);
+    plan.expect_code(0);
     assert_eq!(plan.statuses(), [(1, "pending".into())]);
     assert_eq!(plan.of_type("migration")[0]["action"], "apply");
     let plan = project.run(&["plan", "--contract", "--database", &db]);
-    plan.expect(1);
+    plan.expect_code(1);
     assert!(
         plan.stderr.contains("run `zdd-migrate up` first"),
         "{}",
         plan.stderr
     );
-    project.run(&["status", "--database", &db]).expect(0);
+    project.run(&["status", "--database", &db]).expect_code(0);
     assert!(
         !std::path::Path::new(&db).exists(),
         "status created the file"
@@ -336,13 +336,13 @@ fn down_takes_back_the_latest_expand_migration() {
             "ALTER TABLE users DROP COLUMN email;\n",
         );
     let db = project.sqlite();
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
     let wrong = project.run(&["down", "--version", "1", "--database", &db]);
-    wrong.expect(1);
+    wrong.expect_code(1);
     assert!(wrong.stderr.contains("0002_email"), "{}", wrong.stderr);
 
     let down = project.run(&["down", "--database", &db]);
-    down.expect(0);
+    down.expect_code(0);
     assert_eq!(down.of_type("migration")[0]["action"], "reverted");
     assert_eq!(
         count(
@@ -353,11 +353,11 @@ fn down_takes_back_the_latest_expand_migration() {
     );
     // 0001 has no down file.
     let again = project.run(&["down", "--database", &db]);
-    again.expect(1);
+    again.expect_code(1);
     assert!(again.stderr.contains("no down file"), "{}", again.stderr);
     // And 0002 is pending again.
     let up = project.run(&["up", "--database", &db]);
-    up.expect(0);
+    up.expect_code(0);
     assert_eq!(up.statuses(), [(2, "applied".into())]);
 }
 
@@ -373,32 +373,34 @@ fn a_held_lock_makes_up_wait_then_give_up() {
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
 
     let status = project.run(&["status", "--database", &db]);
-    status.expect(0);
+    status.expect_code(0);
     assert_eq!(status.of_type("migration_status")[0]["locked"], true);
 
     let started = std::time::Instant::now();
     let run = project.run(&["up", "--lock-wait", "700ms", "--database", &db]);
-    run.expect(1);
+    run.expect_code(1);
     assert!(started.elapsed() >= Duration::from_millis(700));
     assert!(run.stderr.contains("still held"), "{}", run.stderr);
 
     holder.execute_batch("COMMIT").unwrap();
-    project.run(&["up", "--database", &db]).expect(0);
+    project.run(&["up", "--database", &db]).expect_code(0);
 }
 
 #[test]
 fn bad_arguments_and_folders_are_usage_errors() {
     let project = Project::new("sqlite-usage");
     let db = project.sqlite();
-    project.run(&["up", "--database", "mysql://h/db"]).expect(2);
+    project
+        .run(&["up", "--database", "mysql://h/db"])
+        .expect_code(2);
     project.write("0001_nophase.sql", "CREATE TABLE a (id INTEGER);\n");
     let run = project.run(&["up", "--database", &db]);
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("no phase"), "{}", run.stderr);
     std::fs::remove_file(project.migrations().join("0001_nophase.sql")).unwrap();
     project.write("users.sql", "-- zdd: phase=expand\n");
-    project.run(&["up", "--database", &db]).expect(2);
+    project.run(&["up", "--database", &db]).expect_code(2);
     assert!(!std::path::Path::new(&db).exists());
-    support::run(&["up", "--database", &db, "--dir", "/nonexistent"]).expect(2);
-    support::run(&["up"]).expect(2);
+    support::run(&["up", "--database", &db, "--dir", "/nonexistent"]).expect_code(2);
+    support::run(&["up"]).expect_code(2);
 }

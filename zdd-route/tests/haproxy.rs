@@ -1,131 +1,51 @@
 //! `zdd-route` against a real HAProxy.
 //!
-//! Each test starts its own `haproxy -db` (Debian's 2.6 here) from a
-//! configuration written into a scratch directory, with an admin Runtime
-//! API socket (unix and TCP), a user-level one, a frontend on a free port
-//! and an empty backend `web` with an HTTP health check. The "containers"
-//! are plain HTTP servers in this test process on 127.0.0.1 ephemeral
-//! ports, so records can be written by hand with `address: 127.0.0.1:PORT`
-//! and made-up ids; no Docker engine is needed.
+//! Each test starts its own `haproxy -db` (Debian's 2.6 here), the
+//! workspace's shared fixture [`zdd_e2e::Haproxy`]: a configuration
+//! written into a scratch folder, an admin Runtime API socket (unix, and
+//! TCP or a user-level one where a test asks), a frontend on a free port
+//! and a backend (`web`, empty, unless a test says otherwise) with an HTTP
+//! health check. The "containers" are plain HTTP servers in this test
+//! process on 127.0.0.1 ephemeral ports, so records can be written by hand
+//! with `address: 127.0.0.1:PORT` and made-up ids; no Docker engine is
+//! needed.
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
-use zdd_e2e::free_port;
+use zdd_e2e::{http_get, run, wait_for, Haproxy, HaproxyOptions, Run};
 use zdd_route::haproxy::{Endpoint, Runtime, ServerStat, ServerState};
 
 /// Fast checks, so a test waits tenths of a second for a server to be UP.
 const FAST_CHECKS: &str = "check inter 100ms fall 2 rise 1";
 
+/// How long a test waits for HAProxy to see a change.
+const PATIENCE: Duration = Duration::from_secs(5);
+
 // --- HAProxy -------------------------------------------------------------
 
-/// A running `haproxy -db`, killed (and its directory removed) on drop.
-struct Haproxy {
-    child: Child,
-    dir: PathBuf,
-    /// The admin unix socket.
-    socket: PathBuf,
-    /// The admin TCP socket, `127.0.0.1:PORT`.
-    tcp_socket: String,
-    /// A socket at `level user`.
-    user_socket: PathBuf,
-    /// The frontend routing to backend `web`.
-    frontend: u16,
+/// HAProxy with the empty backend `web`.
+fn web() -> HaproxyOptions {
+    Haproxy::options().backend("web")
 }
 
-impl Haproxy {
-    /// Starts HAProxy with backend `web` (empty) and, with `legacy_port`,
-    /// backend `legacy` holding one server from the configuration file,
-    /// `legacy-1` at 127.0.0.1:`legacy_port`.
-    fn start(legacy_port: Option<u16>) -> Haproxy {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "zdd-route-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("admin.sock");
-        let user_socket = dir.join("user.sock");
-        let tcp_socket = format!("127.0.0.1:{}", free_port());
-        let frontend = free_port();
-        let mut config = format!(
-            "global
-    stats socket {socket} mode 600 level admin
-    stats socket {user} mode 600 level user
-    stats socket {tcp_socket} level admin
+/// What these tests read from HAProxy, through zdd-route's own Runtime API
+/// client, and zdd-route run against it.
+trait Routing {
+    fn runtime(&self) -> Runtime;
+    fn servers(&self, backend: &str) -> Vec<ServerState>;
+    fn server_at(&self, backend: &str, port: u16) -> Option<ServerState>;
+    fn stat(&self, backend: &str, name: &str) -> ServerStat;
+    /// zdd-route on the admin unix socket and the backend, fast checks.
+    fn route(&self, extra: &[&str], input: &str) -> Run;
+}
 
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-
-frontend fe
-    bind 127.0.0.1:{frontend}
-    default_backend web
-
-backend web
-    balance roundrobin
-    option httpchk GET /healthz
-",
-            socket = socket.display(),
-            user = user_socket.display(),
-        );
-        if let Some(port) = legacy_port {
-            config.push_str(&format!(
-                "
-backend legacy
-    balance roundrobin
-    option httpchk GET /healthz
-    server legacy-1 127.0.0.1:{port} check inter 100ms fall 2 rise 1
-"
-            ));
-        }
-        let config_path = dir.join("haproxy.cfg");
-        fs::write(&config_path, config).unwrap();
-        let log = fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = Process::new("haproxy")
-            .arg("-f")
-            .arg(&config_path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run haproxy ({e}); install it: apt-get install -y haproxy")
-            });
-        let haproxy = Haproxy {
-            child,
-            dir,
-            socket,
-            tcp_socket,
-            user_socket,
-            frontend,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while haproxy.runtime().command("show info").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not open its socket: {}",
-                fs::read_to_string(haproxy.dir.join("haproxy.log")).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        haproxy
-    }
-
+impl Routing for Haproxy {
     fn runtime(&self) -> Runtime {
         Runtime::new(Endpoint::Unix(self.socket.clone()))
     }
@@ -147,78 +67,41 @@ backend legacy
             .unwrap_or_else(|| panic!("no server {backend}/{name}"))
     }
 
-    /// `GET path` through the frontend: (status, body).
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.frontend, path)
-    }
-
-    /// zdd-route on the admin unix socket and backend `web`, fast checks.
     fn route(&self, extra: &[&str], input: &str) -> Run {
         let socket = self.socket.to_str().unwrap();
-        let mut args = vec!["--socket", socket, "--backend", "web"];
+        let mut args = vec!["--socket", socket, "--backend", &self.backend];
         args.extend(["--server-options", FAST_CHECKS]);
         args.extend(extra);
         zdd_route(&args, input)
     }
 }
 
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 // --- the "containers" ----------------------------------------------------
 
-/// An HTTP server standing for one container: `/healthz` answers 200 while
-/// `healthy` (else 503), `/slow` answers after 1.5 s, anything else answers
-/// at once; every body is the server's name.
+/// An HTTP server standing for one container `api-BODY`: `/healthz`
+/// answers 200 while `healthy` (else 503), `/slow` answers after 1.5 s,
+/// anything else answers at once; every body is BODY.
 struct App {
+    /// The container's name, `api-BODY`.
     name: String,
     port: u16,
     healthy: Arc<AtomicBool>,
 }
 
 impl App {
-    fn start(name: &str, healthy: bool) -> App {
+    fn start(body: &str, healthy: bool) -> App {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let healthy = Arc::new(AtomicBool::new(healthy));
-        let (body, health) = (name.to_owned(), healthy.clone());
+        let (text, health) = (body.to_owned(), healthy.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (body, health) = (body.clone(), health.clone());
-                thread::spawn(move || serve(stream, &body, &health));
+                let (text, health) = (text.clone(), health.clone());
+                thread::spawn(move || serve(stream, &text, &health));
             }
         });
         App {
-            name: name.to_owned(),
+            name: format!("api-{body}"),
             port,
             healthy,
         }
@@ -233,7 +116,7 @@ impl App {
         json!({
             "type": "container",
             "id": format!("{:0>64}", format!("{:x}", self.port)),
-            "name": format!("api-{}", self.name),
+            "name": self.name,
             "service": "api",
             "address": self.address(),
             "role": role,
@@ -279,75 +162,44 @@ fn serve(mut stream: TcpStream, body: &str, healthy: &AtomicBool) {
 
 // --- running zdd-route ---------------------------------------------------
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Run {
-    fn records(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// The output record of the container named `api-NAME`.
-    fn container(&self, app: &App) -> Value {
-        let name = format!("api-{}", app.name);
-        self.records()
-            .into_iter()
-            .find(|r| r["name"] == json!(name))
-            .unwrap_or_else(|| panic!("no record for {name} in {}", self.stdout))
-    }
-
-    fn expect(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
 fn zdd_route(args: &[&str], input: &str) -> Run {
+    run("zdd-route", args, input)
+}
+
+/// `f`'s result and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
-    let output = Command::cargo_bin("zdd-route")
-        .unwrap()
-        .args(args)
-        .write_stdin(input.to_owned())
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-        took: start.elapsed(),
-    }
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// HAProxy (backend `web`) routing to `a`, which serves; `b` (healthy or
+/// not) is not routed yet.
+fn a_serving(b_healthy: bool) -> (Haproxy, App, App) {
+    let haproxy = web().start();
+    let (a, b) = (App::start("a", true), App::start("b", b_healthy));
+    haproxy
+        .route(&[], &lines(&[a.new_healthy()]))
+        .expect_code(0);
+    (haproxy, a, b)
+}
+
+/// zdd-route switching from `a` (old) to `b` (new), which succeeds.
+fn switch(haproxy: &Haproxy, a: &App, b: &App) -> Run {
+    let run = haproxy.route(&[], &lines(&[a.record("old"), b.new_healthy()]));
+    run.expect_code(0);
+    run
 }
 
 fn lines(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }
 
-/// Waits until `done` holds, for up to 5 s.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // --- the tests -----------------------------------------------------------
 
 #[test]
 fn a_new_server_is_added_confirmed_up_and_routed_and_a_rerun_converges() {
-    let haproxy = Haproxy::start(None);
+    let haproxy = web().start();
     let a = App::start("a", true);
     assert!(haproxy.servers("web").is_empty());
 
@@ -356,13 +208,13 @@ fn a_new_server_is_added_confirmed_up_and_routed_and_a_rerun_converges() {
     record["ticket"] = json!("OPS-42");
     let input = format!("{image}\n{record}\n");
     let run = haproxy.route(&[], &input);
-    run.expect(0);
+    run.expect_code(0);
     assert_eq!(
         run.stdout.lines().next(),
         Some(image),
         "passed through as it was"
     );
-    let out = run.container(&a);
+    let out = run.container(&a.name);
     assert_eq!(out["routed"], json!(true));
     assert_eq!(out["ticket"], json!("OPS-42"));
     assert!(out.get("route_error").is_none());
@@ -385,8 +237,8 @@ fn a_new_server_is_added_confirmed_up_and_routed_and_a_rerun_converges() {
 
     // Again: the server is found by address, nothing is added.
     let again = haproxy.route(&[], &input);
-    again.expect(0);
-    assert_eq!(again.container(&a)["routed"], json!(true));
+    again.expect_code(0);
+    assert_eq!(again.container(&a.name)["routed"], json!(true));
     assert_eq!(haproxy.servers("web").len(), 1);
     assert!(
         again.stderr.contains("is in web as server api-a"),
@@ -397,32 +249,26 @@ fn a_new_server_is_added_confirmed_up_and_routed_and_a_rerun_converges() {
 
 #[test]
 fn the_switch_drains_the_old_server_while_its_request_finishes_then_removes_it() {
-    let haproxy = Haproxy::start(None);
-    let (a, b) = (App::start("a", true), App::start("b", true));
-    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
+    let (haproxy, a, b) = a_serving(true);
 
     // A slow request in flight on the old server.
-    let frontend = haproxy.frontend;
-    let slow = thread::spawn(move || http_get(frontend, "/slow"));
-    wait_for("the slow request to reach api-a", || {
+    let frontend = haproxy.address();
+    let slow = thread::spawn(move || http_get(&frontend, "/slow"));
+    wait_for("the slow request to reach api-a", PATIENCE, || {
         haproxy.stat("web", "api-a").scur == 1
     });
 
-    let run = haproxy.route(&[], &lines(&[a.record("old"), b.new_healthy()]));
-    run.expect(0);
-    let (old, new) = (run.container(&a), run.container(&b));
+    let (run, took) = timed(|| switch(&haproxy, &a, &b));
+    let (old, new) = (run.container(&a.name), run.container(&b.name));
     assert_eq!(new["routed"], json!(true));
     assert_eq!(old["drained"], json!(true));
     assert!(old.get("drain_timed_out").is_none());
     assert_eq!(
         slow.join().unwrap(),
-        (200, "a".to_owned()),
+        Some((200, "a".to_owned())),
         "in-flight request"
     );
-    assert!(
-        run.took >= Duration::from_millis(800),
-        "waited for the session"
-    );
+    assert!(took >= Duration::from_millis(800), "waited for the session");
     let drain_line = format!("draining api-a ({}): 0 sessions after", a.address());
     assert!(run.stderr.contains(&drain_line), "{}", run.stderr);
     // New requests all go to the new server; the old one stays, drained.
@@ -440,28 +286,25 @@ fn the_switch_drains_the_old_server_while_its_request_finishes_then_removes_it()
     retired["state"] = json!("removed");
     let input = lines(&[retired, new]);
     let run = haproxy.route(&[], &input);
-    run.expect(0);
-    assert_eq!(run.container(&a)["routed"], json!(false));
+    run.expect_code(0);
+    assert_eq!(run.container(&a.name)["routed"], json!(false));
     let names: Vec<String> = haproxy.servers("web").into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["api-b"]);
     assert!(run.stderr.contains("removed api-a"), "{}", run.stderr);
     // Gone already is fine.
-    haproxy.route(&[], &input).expect(0);
+    haproxy.route(&[], &input).expect_code(0);
 }
 
 #[test]
 fn restore_makes_the_drained_old_server_ready_and_removes_the_new_one() {
-    let haproxy = Haproxy::start(None);
-    let (a, b) = (App::start("a", true), App::start("b", true));
-    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
-    let switched = haproxy.route(&[], &lines(&[a.record("old"), b.new_healthy()]));
-    switched.expect(0);
+    let (haproxy, a, b) = a_serving(true);
+    let switched = switch(&haproxy, &a, &b);
     assert!(haproxy.server_at("web", a.port).unwrap().draining());
 
-    let input = lines(&[switched.container(&a), switched.container(&b)]);
+    let input = lines(&[switched.container(&a.name), switched.container(&b.name)]);
     let run = haproxy.route(&["--restore"], &input);
-    run.expect(0);
-    let (old, new) = (run.container(&a), run.container(&b));
+    run.expect_code(0);
+    let (old, new) = (run.container(&a.name), run.container(&b.name));
     assert_eq!(old["drained"], json!(false));
     assert_eq!(old["routed"], json!(true));
     assert_eq!(new["routed"], json!(false));
@@ -476,26 +319,28 @@ fn restore_makes_the_drained_old_server_ready_and_removes_the_new_one() {
         assert_eq!(haproxy.get("/"), (200, "a".to_owned()));
     }
     // The rollback converges too.
-    haproxy.route(&["--restore"], &input).expect(0);
+    haproxy.route(&["--restore"], &input).expect_code(0);
 }
 
 #[test]
 fn restore_keeps_a_new_server_that_served_before_the_run() {
-    let haproxy = Haproxy::start(None);
-    let (a, b) = (App::start("a", true), App::start("b", true));
-    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
+    let (haproxy, a, b) = a_serving(true);
     // A rerun of the release that serves: `a` is reused (started false),
     // `b` is the one this run started.
     let mut reused = a.new_healthy();
     reused["started"] = json!(false);
     let scaled = haproxy.route(&[], &lines(&[reused, b.new_healthy()]));
-    scaled.expect(0);
+    scaled.expect_code(0);
 
-    let input = lines(&[scaled.container(&a), scaled.container(&b)]);
+    let input = lines(&[scaled.container(&a.name), scaled.container(&b.name)]);
     let run = haproxy.route(&["--restore"], &input);
-    run.expect(0);
-    assert_eq!(run.container(&a)["routed"], json!(true), "left as it was");
-    assert_eq!(run.container(&b)["routed"], json!(false));
+    run.expect_code(0);
+    assert_eq!(
+        run.container(&a.name)["routed"],
+        json!(true),
+        "left as it was"
+    );
+    assert_eq!(run.container(&b.name)["routed"], json!(false));
     let server = haproxy.server_at("web", a.port).expect("a's server stays");
     assert!(!server.draining() && !server.in_maintenance());
     assert!(haproxy.server_at("web", b.port).is_none());
@@ -506,23 +351,20 @@ fn restore_keeps_a_new_server_that_served_before_the_run() {
 
 #[test]
 fn a_failed_restore_keeps_the_new_servers_serving() {
-    let haproxy = Haproxy::start(None);
-    let (a, b) = (App::start("a", true), App::start("b", true));
-    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
-    let switched = haproxy.route(&[], &lines(&[a.record("old"), b.new_healthy()]));
-    switched.expect(0);
+    let (haproxy, a, b) = a_serving(true);
+    let switched = switch(&haproxy, &a, &b);
     // The old replica stops answering its check: it cannot serve again.
     a.healthy.store(false, Ordering::SeqCst);
     let old_name = haproxy.server_at("web", a.port).unwrap().name;
-    wait_for("the old server to be DOWN", || {
+    wait_for("the old server to be DOWN", PATIENCE, || {
         haproxy.stat("web", &old_name).status.starts_with("DOWN")
     });
 
-    let input = lines(&[switched.container(&a), switched.container(&b)]);
+    let input = lines(&[switched.container(&a.name), switched.container(&b.name)]);
     let run = haproxy.route(&["--restore", "--up-timeout", "1s"], &input);
-    run.expect(1);
-    assert_eq!(run.container(&a)["routed"], json!(false));
-    let why = run.container(&b)["route_error"]
+    run.expect_code(1);
+    assert_eq!(run.container(&a.name)["routed"], json!(false));
+    let why = run.container(&b.name)["route_error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -539,9 +381,15 @@ fn a_failed_restore_keeps_the_new_servers_serving() {
 #[test]
 fn a_server_from_the_config_file_is_adopted_by_address() {
     let legacy = App::start("legacy", true);
-    let haproxy = Haproxy::start(Some(legacy.port));
+    // Backend `legacy` holds one server from the configuration file,
+    // `legacy-1`; zdd-route reaches HAProxy over TCP.
+    let haproxy = Haproxy::options()
+        .backend("legacy")
+        .server(&format!("legacy-1 {} {FAST_CHECKS}", legacy.address()))
+        .tcp_socket()
+        .start();
     let m = App::start("m", true);
-    let tcp = haproxy.tcp_socket.clone();
+    let tcp = haproxy.tcp_socket.clone().unwrap();
     let route = |input: &[Value]| {
         let args = [
             "--socket",
@@ -553,14 +401,14 @@ fn a_server_from_the_config_file_is_adopted_by_address() {
         ];
         zdd_route(&args, &lines(input))
     };
-    wait_for("legacy-1 to be UP", || {
+    wait_for("legacy-1 to be UP", PATIENCE, || {
         haproxy.stat("legacy", "legacy-1").status == "UP"
     });
 
     // The running release, routed by the config file as `legacy-1`.
     let run = route(&[legacy.new_healthy()]);
-    run.expect(0);
-    assert_eq!(run.container(&legacy)["routed"], json!(true));
+    run.expect_code(0);
+    assert_eq!(run.container(&legacy.name)["routed"], json!(true));
     let names: Vec<String> = haproxy
         .servers("legacy")
         .into_iter()
@@ -575,12 +423,12 @@ fn a_server_from_the_config_file_is_adopted_by_address() {
 
     // Replaced: legacy-1 is drained, then deleted once retired.
     let run = route(&[legacy.record("old"), m.new_healthy()]);
-    run.expect(0);
-    assert_eq!(run.container(&legacy)["drained"], json!(true));
+    run.expect_code(0);
+    assert_eq!(run.container(&legacy.name)["drained"], json!(true));
     assert!(haproxy.server_at("legacy", legacy.port).unwrap().draining());
-    let mut retired = run.container(&legacy);
+    let mut retired = run.container(&legacy.name);
     retired["retired"] = json!(true);
-    route(&[retired, run.container(&m)]).expect(0);
+    route(&[retired, run.container(&m.name)]).expect_code(0);
     let names: Vec<String> = haproxy
         .servers("legacy")
         .into_iter()
@@ -591,16 +439,14 @@ fn a_server_from_the_config_file_is_adopted_by_address() {
 
 #[test]
 fn a_new_server_whose_check_fails_is_not_routed_and_nothing_is_drained() {
-    let haproxy = Haproxy::start(None);
-    let (a, b) = (App::start("a", true), App::start("b", false));
-    haproxy.route(&[], &lines(&[a.new_healthy()])).expect(0);
+    let (haproxy, a, b) = a_serving(false);
 
     let input = lines(&[a.record("old"), b.new_healthy()]);
-    let run = haproxy.route(&["--up-timeout", "2s"], &input);
-    run.expect(1);
-    assert!(run.took >= Duration::from_secs(2), "{:?}", run.took);
-    assert!(run.took < Duration::from_secs(6), "{:?}", run.took);
-    let (old, new) = (run.container(&a), run.container(&b));
+    let (run, took) = timed(|| haproxy.route(&["--up-timeout", "2s"], &input));
+    run.expect_code(1);
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let (old, new) = (run.container(&a.name), run.container(&b.name));
     assert_eq!(new["routed"], json!(false));
     let why = new["route_error"].as_str().unwrap();
     assert!(why.contains("did not report it UP within 2.0s"), "{why}");
@@ -621,7 +467,7 @@ fn a_new_server_whose_check_fails_is_not_routed_and_nothing_is_drained() {
     }
 
     // The rollback takes the failed server out.
-    haproxy.route(&["--restore"], &run.stdout).expect(0);
+    haproxy.route(&["--restore"], &run.stdout).expect_code(0);
     assert!(haproxy.server_at("web", b.port).is_none());
     b.healthy.store(true, Ordering::SeqCst);
 }
@@ -634,7 +480,7 @@ fn a_socket_that_does_not_exist_is_a_usage_error_naming_it() {
         &["--socket", socket, "--backend", "web"],
         &lines(&[a.new_healthy()]),
     );
-    run.expect(2);
+    run.expect_code(2);
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains(socket), "{}", run.stderr);
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
@@ -643,44 +489,44 @@ fn a_socket_that_does_not_exist_is_a_usage_error_naming_it() {
         &["--socket", "127.0.0.1:1", "--backend", "web"],
         &lines(&[a.new_healthy()]),
     );
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("127.0.0.1:1"), "{}", run.stderr);
 }
 
 #[test]
 fn a_missing_backend_or_a_user_level_socket_is_a_usage_error_and_changes_nothing() {
-    let haproxy = Haproxy::start(None);
+    let haproxy = web().user_socket().start();
     let a = App::start("a", true);
     let input = lines(&[a.new_healthy()]);
     let socket = haproxy.socket.to_str().unwrap();
 
     let run = zdd_route(&["--socket", socket, "--backend", "nope"], &input);
-    run.expect(2);
+    run.expect_code(2);
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("no backend `nope`"), "{}", run.stderr);
 
-    let user = haproxy.user_socket.to_str().unwrap();
+    let user = haproxy.user_socket.as_ref().unwrap().to_str().unwrap();
     let run = zdd_route(&["--socket", user, "--backend", "web"], &input);
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("level admin"), "{}", run.stderr);
     assert!(haproxy.servers("web").is_empty());
 }
 
 #[test]
 fn bad_input_is_exit_2_with_its_line_before_anything_changes() {
-    let haproxy = Haproxy::start(None);
+    let haproxy = web().start();
     let a = App::start("a", true);
 
     let run = haproxy.route(&[], "");
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("no records"), "{}", run.stderr);
 
     let run = haproxy.route(&[], &format!("{}\nnot json\n", a.new_healthy()));
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("input line 2"), "{}", run.stderr);
 
     let run = haproxy.route(&[], "{\"type\":\"image\",\"image\":\"x\"}\n");
-    run.expect(2);
+    run.expect_code(2);
     assert!(
         run.stderr.contains("expected `container` records"),
         "{}",
@@ -690,7 +536,7 @@ fn bad_input_is_exit_2_with_its_line_before_anything_changes() {
     let mut no_address = App::start("b", true).new_healthy();
     no_address.as_object_mut().unwrap().remove("address");
     let run = haproxy.route(&[], &lines(&[a.new_healthy(), no_address]));
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("input line 2"), "{}", run.stderr);
     assert!(run.stderr.contains("no `address`"), "{}", run.stderr);
     assert_eq!(run.stdout, "");
@@ -701,14 +547,14 @@ fn bad_input_is_exit_2_with_its_line_before_anything_changes() {
         &["--socket", "/nonexistent/admin.sock", "--backend", "web"],
         "{\"type\":\"container\"}\n",
     );
-    run.expect(2);
+    run.expect_code(2);
     assert!(run.stderr.contains("missing field `id`"), "{}", run.stderr);
 }
 
 #[test]
 fn help_documents_the_options_and_exit_codes() {
     let run = zdd_route(&["--help"], "");
-    run.expect(0);
+    run.expect_code(0);
     for text in [
         "--socket",
         "--backend",

@@ -1,46 +1,18 @@
-//! Helpers for the `zdd-assets` tests: the real binary, a real nginx
-//! started per test, a tiny HTTP client that shows headers, and a checker
-//! for "every file the live page references exists".
+//! Helpers for the `zdd-assets` tests: the test sites, a real nginx
+//! started per test, and a checker for "every file the live page
+//! references exists". Scratch folders, running the binary and the HTTP
+//! client are the workspace's shared ones (`zdd-e2e`).
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-
-/// A private temporary folder, removed when dropped.
-pub struct Scratch {
-    pub dir: PathBuf,
-}
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "zdd-assets-test-{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
-    }
-
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use zdd_e2e::poll_until;
+pub use zdd_e2e::{binary, free_port, http_request, Response, Run, Scratch};
 
 /// Writes `files` (path, content) under `dir`, replacing what was there.
 pub fn write_site(dir: &Path, files: &[(&str, Vec<u8>)]) {
@@ -110,20 +82,13 @@ pub fn site(v: u32) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-pub use zdd_e2e::{free_port, Run};
-
 pub fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("zdd-assets")
+    binary("zdd-assets")
 }
 
 /// Runs `zdd-assets ARGS`.
 pub fn zdd(args: &[&str]) -> Run {
-    let out = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run zdd-assets");
-    Run::from(out)
+    zdd_e2e::run("zdd-assets", args, "")
 }
 
 /// `zdd-assets publish SOURCE --root ROOT -q`, which must succeed.
@@ -328,26 +293,21 @@ pub fn live_needs(root: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
 pub struct Nginx {
     pub port: u16,
     child: Child,
-    dir: PathBuf,
+    /// Its configuration, pid and log, removed after it stopped.
+    dir: Scratch,
 }
 
 impl Nginx {
     pub fn start(root: &Path, extra: &[&str]) -> Nginx {
         ensure_nginx();
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "zdd-assets-nginx-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = Scratch::new("nginx");
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let mut args = vec!["nginx", "--root", s(root)];
         args.extend(extra);
         let snippet = zdd(&args).ok().stdout;
-        std::fs::write(dir.join("zdd-assets.conf"), snippet).unwrap();
+        dir.write("zdd-assets.conf", snippet);
         let port = free_port();
-        let d = dir.display();
+        let d = dir.path().display();
         let mime = if Path::new("/etc/nginx/mime.types").exists() {
             "include /etc/nginx/mime.types;".to_string()
         } else {
@@ -364,11 +324,11 @@ impl Nginx {
                  include {d}/zdd-assets.conf;\n  }}\n}}\n",
             root = root.display()
         );
-        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        dir.write("nginx.conf", config);
         let child = Command::new(nginx_binary().expect("nginx is installed"))
             .args([
                 "-p",
-                s(&dir),
+                s(dir.path()),
                 "-e",
                 &format!("{d}/error.log"),
                 "-c",
@@ -380,44 +340,38 @@ impl Nginx {
             .spawn()
             .expect("start nginx");
         let mut nginx = Nginx { port, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
+        let listening = poll_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                || !matches!(nginx.child.try_wait(), Ok(None))
+        });
+        if let Ok(Some(status)) = nginx.child.try_wait() {
+            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+            panic!("nginx exited ({status}): {log}");
         }
+        assert!(listening, "nginx did not listen on {port}");
         nginx
     }
 
+    /// `GET path`; panics when nginx does not answer.
     pub fn get(&self, path: &str) -> Response {
-        http_get(self.port, path)
+        http_request(&format!("127.0.0.1:{}", self.port), path)
+            .unwrap_or_else(|| panic!("nginx did not answer GET {path}"))
     }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGQUIT would wait for connections; the test is over: SIGTERM.
-        send_signal(self.child.id(), 15);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let (Ok(None), Ok(pid)) = (self.child.try_wait(), i32::try_from(self.child.id())) {
+            // SIGQUIT would wait for connections; the test is over: SIGTERM.
+            // SAFETY: kill(2) signals our child, which is not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            poll_until(Duration::from_secs(5), || {
+                !matches!(self.child.try_wait(), Ok(None))
+            });
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn send_signal(pid: u32, signal: i32) {
-    let _ = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status();
 }
 
 /// nginx from Debian's packages; `scripts/test` installs it when missing.
@@ -444,53 +398,4 @@ fn which(name: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// An HTTP response, headers lowercased.
-pub struct Response {
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
-
-/// GET `path` from 127.0.0.1:`port` with HTTP/1.1 and `Connection: close`.
-pub fn http_get(port: u16, path: &str) -> Response {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
 }

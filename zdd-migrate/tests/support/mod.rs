@@ -18,174 +18,43 @@
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
+pub use zdd_e2e::{run_command, Run, Scratch};
 
 /// The binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_zdd-migrate")
+pub fn binary() -> PathBuf {
+    zdd_e2e::binary("zdd-migrate")
 }
 
-/// A unique name for this process: `prefix-PID-N`.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+/// `zdd-migrate ARGS`, with no `DATABASE_URL` from outside.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.args(args).env_remove("DATABASE_URL");
+    command
 }
 
-/// A temporary folder, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-/// Removes what earlier, killed test runs left in the temporary folder:
-/// `zdd-migrate-…-PID-N` folders whose process is gone.
-fn sweep_stale() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("zdd-migrate-") {
-                continue;
-            }
-            let mut parts = name.rsplit('-');
-            let (Some(_n), Some(pid)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(pid) = pid.parse::<i32>() else {
-                continue;
-            };
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    });
+/// Runs the binary with no stdin and no `DATABASE_URL` from outside.
+pub fn run(args: &[&str]) -> Run {
+    run_command(command(args), "")
 }
 
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        sweep_stale();
-        let dir = std::env::temp_dir().join(unique(prefix));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
+/// Waits for a spawned run.
+pub fn finish(child: std::process::Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A migrations folder in a temporary folder.
-pub struct Project {
-    pub dir: TempDir,
-}
-
-impl Project {
-    pub fn new(name: &str) -> Self {
-        let dir = TempDir::new(&format!("zdd-migrate-{name}"));
-        std::fs::create_dir_all(dir.path().join("migrations")).unwrap();
-        Project { dir }
-    }
-
-    pub fn migrations(&self) -> PathBuf {
-        self.dir.path().join("migrations")
-    }
-
-    /// Writes `migrations/<file>`.
-    pub fn write(&self, file: &str, text: &str) -> &Self {
-        std::fs::write(self.migrations().join(file), text).unwrap();
-        self
-    }
-
-    /// A SQLite database path in the folder.
-    pub fn sqlite(&self) -> String {
-        self.dir.path().join("app.db").display().to_string()
-    }
-
-    /// Runs `zdd-migrate ARGS --dir migrations` (subcommand first).
-    pub fn run(&self, args: &[&str]) -> Run {
-        let dir = self.migrations();
-        let mut full: Vec<&str> = args.to_vec();
-        full.extend(["--dir", dir.to_str().unwrap()]);
-        run(&full)
-    }
-
-    /// Starts `zdd-migrate ARGS --dir migrations` without waiting.
-    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        let dir = self.migrations();
-        Command::new(binary())
-            .args(args)
-            .args(["--dir", dir.to_str().unwrap()])
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-/// What one run of the binary did.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn from_output(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Panics with both streams unless the exit code is `code`.
-    #[track_caller]
-    pub fn expect(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "exit code {} (wanted {code})\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-
-    pub fn records(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect()
-    }
-
-    pub fn of_type(&self, kind: &str) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| r["type"] == kind)
-            .collect()
-    }
-
+/// What zdd-migrate's runs say about migrations.
+pub trait Migrations {
     /// `(version, status)` of every `migration` record.
-    pub fn statuses(&self) -> Vec<(i64, String)> {
+    fn statuses(&self) -> Vec<(i64, String)>;
+}
+
+impl Migrations for Run {
+    fn statuses(&self) -> Vec<(i64, String)> {
         self.of_type("migration")
             .iter()
             .map(|r| {
@@ -198,28 +67,62 @@ impl Run {
     }
 }
 
-/// Runs the binary with no stdin and no `DATABASE_URL` from outside.
-pub fn run(args: &[&str]) -> Run {
-    let out = Command::new(binary())
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run::from_output(out)
+/// A migrations folder in a scratch folder.
+pub struct Project {
+    pub dir: Scratch,
 }
 
-/// Waits for a spawned run.
-pub fn finish(child: std::process::Child) -> Run {
-    Run::from_output(child.wait_with_output().unwrap())
+impl Project {
+    pub fn new(name: &str) -> Self {
+        let dir = Scratch::new(&format!("migrate-{name}"));
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        Project { dir }
+    }
+
+    pub fn migrations(&self) -> PathBuf {
+        self.dir.join("migrations")
+    }
+
+    /// Writes `migrations/<file>`.
+    pub fn write(&self, file: &str, text: &str) -> &Self {
+        std::fs::write(self.migrations().join(file), text).unwrap();
+        self
+    }
+
+    /// A SQLite database path in the folder.
+    pub fn sqlite(&self) -> String {
+        self.dir.join("app.db").display().to_string()
+    }
+
+    /// `zdd-migrate ARGS --dir migrations` (subcommand first).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = command(args);
+        command.arg("--dir").arg(self.migrations());
+        command
+    }
+
+    /// Runs `zdd-migrate ARGS --dir migrations` (subcommand first).
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_command(self.command(args), "")
+    }
+
+    /// Starts `zdd-migrate ARGS --dir migrations` without waiting.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
 }
 
 /// Two `up` runs raced: both succeed, one applied every version in
 /// `versions`, the other applied nothing. Returns (worker, waiter).
 #[track_caller]
 pub fn one_runner_applied(a: Run, b: Run, versions: &[i64]) -> (Run, Run) {
-    a.expect(0);
-    b.expect(0);
+    a.expect_code(0);
+    b.expect_code(0);
     let (worker, waiter) = if a.statuses().is_empty() {
         (b, a)
     } else {
@@ -321,8 +224,7 @@ impl Pg {
     pub fn start(listen: Option<&Listen>) -> Pg {
         let bin = bin_dir();
         let (uid, gid) = postgres_user();
-        sweep_stale();
-        let root = std::env::temp_dir().join(unique("zdd-migrate-pg"));
+        let root = zdd_e2e::scratch_path("migrate-pg");
         let data = root.join("data");
         let socket_dir = root.join("sock");
         std::fs::create_dir_all(&socket_dir).unwrap();
@@ -408,20 +310,19 @@ impl Pg {
             counter: AtomicUsize::new(0),
         };
         std::mem::forget(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if pg.client("postgres").is_ok() {
-                break;
-            }
+        let exited = || {
             let mut status = 0;
-            let exited = unsafe { libc::waitpid(pg.pid as i32, &mut status, libc::WNOHANG) };
-            assert!(
-                exited == 0 && Instant::now() < deadline,
-                "postgres did not start: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            // SAFETY: waitpid(2) on our own child, without blocking.
+            unsafe { libc::waitpid(pg.pid as i32, &mut status, libc::WNOHANG) != 0 }
+        };
+        let up = zdd_e2e::poll_until(Duration::from_secs(30), || {
+            pg.client("postgres").is_ok() || exited()
+        });
+        assert!(
+            up && pg.client("postgres").is_ok(),
+            "postgres did not start: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         pg
     }
 
@@ -467,14 +368,9 @@ impl Drop for Pg {
 /// Fast shutdown, reap, remove the folder.
 fn stop_server(pid: u32, root: &Path) {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    zdd_e2e::poll_until(Duration::from_secs(10), || {
         let mut status = 0;
-        let reaped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if reaped != 0 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) != 0 }
+    });
     let _ = std::fs::remove_dir_all(root);
 }
