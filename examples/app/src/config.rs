@@ -13,6 +13,9 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::Duration;
 
+use crate::notes::SchemaVersion;
+use crate::pg;
+
 /// The `--help` text. Keep it in step with [`Config::from_lookup`].
 pub const HELP: &str = "\
 zdd-example-app: a tiny HTTP/1.1 server for zero-downtime deploy demos and tests
@@ -26,9 +29,20 @@ USAGE:
 ENDPOINTS:
     GET /          200 with body \"$APP_VERSION\\n\"
                    ?delay_ms=N waits N ms before answering (overrides REQUEST_DELAY_MS)
-    GET /healthz   200 \"ok\\n\" when ready; 503 if NEVER_HEALTHY=1 or shutting down
+    GET /healthz   200 \"ok\\n\" when ready; 503 if NEVER_HEALTHY=1 or shutting down, or,
+                   with DATABASE_URL, if \"SELECT 1\" fails
     HEAD is answered like GET without the body. Other methods get 405, other
     paths 404. Every response carries X-App-Version and X-Served-By (hostname).
+
+  With DATABASE_URL (without it, every /api/ path answers 503):
+    GET /api/notes       200 {\"version\":\"v2\",\"notes\":[{\"id\":3,\"title\":\"...\"},...]}
+                         the newest 5 notes; \"version\" is SCHEMA_VERSION
+    GET /api/notes?add=TEXT
+                         adds a note (TEXT URL-decoded, %XX and +), then lists as above
+    POST /api/notes      adds a note whose text is the request body; 201, same JSON
+    GET /api/stats       200 {\"version\":\"v1\",\"db_queries\":N,\"db_errors\":M}
+                         statements sent and failed database operations, /healthz's too
+    A database error is a 500 naming it and its SQLSTATE, logged on stderr.
 
 ENVIRONMENT (an empty value counts as unset):
     APP_VERSION=TEXT      version to report (default: dev)
@@ -42,6 +56,14 @@ ENVIRONMENT (an empty value counts as unset):
                           listen on 127.0.0.1 instead of 0.0.0.0, so --probe passes
                           but connections to any other address (e.g. a load balancer
                           using the container IP) are refused (1/true/yes or 0/false/no)
+    DATABASE_URL=postgres://USER@HOST:PORT/DB
+                          PostgreSQL for /api/notes and /healthz (default: none);
+                          also postgresql://; PORT defaults to 5432; TCP, no TLS,
+                          trust authentication only (a password is accepted, not used)
+    SCHEMA_VERSION=v1|v2|v3
+                          which release's SQL /api/notes runs (default: v1):
+                          v1 writes and reads notes.name; v2 writes name and title,
+                          reads coalesce(title, name); v3 writes and reads title
 
 SIGNALS:
     SIGTERM, SIGINT   graceful shutdown: /healthz turns 503 and responses say
@@ -104,6 +126,10 @@ pub struct Config {
     /// that `--probe` (inside the container) passes while a load balancer
     /// connecting to the container's address is refused.
     pub listen_loopback_only: bool,
+    /// `DATABASE_URL`: the PostgreSQL server of the notes API, if any.
+    pub database_url: Option<pg::Url>,
+    /// `SCHEMA_VERSION`: which release's SQL the notes API runs.
+    pub schema_version: SchemaVersion,
 }
 
 pub const DEFAULT_VERSION: &str = "dev";
@@ -130,6 +156,8 @@ impl Config {
             crash_after: millis(lookup, "CRASH_AFTER_MS")?,
             never_healthy: flag(lookup, "NEVER_HEALTHY")?,
             listen_loopback_only: flag(lookup, "LISTEN_LOOPBACK_ONLY")?,
+            database_url: database_url(lookup)?,
+            schema_version: schema_version(lookup)?,
         })
     }
 }
@@ -147,6 +175,8 @@ pub struct ConfigError {
     pub value: String,
     /// What a valid value looks like.
     pub expected: &'static str,
+    /// What is wrong with this value, when that says more than `expected`.
+    pub problem: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -155,7 +185,11 @@ impl fmt::Display for ConfigError {
             f,
             "invalid {}={:?}: expected {}",
             self.variable, self.value, self.expected
-        )
+        )?;
+        match &self.problem {
+            Some(problem) => write!(f, " ({problem})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -177,6 +211,25 @@ fn version(lookup: Lookup) -> Result<String, ConfigError> {
 fn port(lookup: Lookup) -> Result<u16, ConfigError> {
     const EXPECTED: &str = "a TCP port number (0-65535)";
     parsed(lookup, "PORT", EXPECTED).map(|port| port.unwrap_or(DEFAULT_PORT))
+}
+
+fn database_url(lookup: Lookup) -> Result<Option<pg::Url>, ConfigError> {
+    const VARIABLE: &str = "DATABASE_URL";
+    let Some(url) = text(lookup, VARIABLE, pg::URL_FORM)? else {
+        return Ok(None);
+    };
+    pg::Url::parse(&url)
+        .map(Some)
+        .map_err(|problem| ConfigError {
+            problem: Some(problem),
+            // The password must not reach the logs.
+            ..invalid(VARIABLE, pg::redact_password(&url), pg::URL_FORM)
+        })
+}
+
+fn schema_version(lookup: Lookup) -> Result<SchemaVersion, ConfigError> {
+    const EXPECTED: &str = "v1, v2 or v3";
+    parsed(lookup, "SCHEMA_VERSION", EXPECTED).map(Option::unwrap_or_default)
 }
 
 fn millis(lookup: Lookup, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
@@ -236,6 +289,7 @@ fn invalid(
         variable,
         value: value.as_ref().to_string_lossy().into_owned(),
         expected,
+        problem: None,
     }
 }
 
@@ -268,6 +322,8 @@ mod tests {
                 crash_after: None,
                 never_healthy: false,
                 listen_loopback_only: false,
+                database_url: None,
+                schema_version: SchemaVersion::V1,
             })
         );
     }
@@ -283,6 +339,8 @@ mod tests {
             ("CRASH_AFTER_MS", "4"),
             ("NEVER_HEALTHY", "1"),
             ("LISTEN_LOOPBACK_ONLY", "1"),
+            ("DATABASE_URL", "postgres://app@db:5433/notes"),
+            ("SCHEMA_VERSION", "v3"),
         ])
         .unwrap();
         assert_eq!(config.version, "v2");
@@ -293,6 +351,13 @@ mod tests {
         assert_eq!(config.crash_after, Some(Duration::from_millis(4)));
         assert!(config.never_healthy);
         assert!(config.listen_loopback_only);
+        let url = config.database_url.unwrap();
+        assert_eq!(
+            (url.user.as_str(), url.host.as_str(), url.port),
+            ("app", "db", 5433)
+        );
+        assert_eq!(url.database, "notes");
+        assert_eq!(config.schema_version, SchemaVersion::V3);
     }
 
     #[test]
@@ -302,6 +367,41 @@ mod tests {
             config(&[("NEVER_HEALTHY", ""), ("LISTEN_LOOPBACK_ONLY", "")]),
             config(&[])
         );
+        assert_eq!(
+            config(&[("DATABASE_URL", ""), ("SCHEMA_VERSION", "")]),
+            config(&[])
+        );
+    }
+
+    #[test]
+    fn database_variables() {
+        let with_url = config(&[("DATABASE_URL", "postgresql://u@127.0.0.1/d")]).unwrap();
+        assert_eq!(with_url.database_url.unwrap().port, 5432);
+        for (value, expected) in [
+            ("v1", SchemaVersion::V1),
+            ("v2", SchemaVersion::V2),
+            ("V3", SchemaVersion::V3),
+        ] {
+            let config = config(&[("SCHEMA_VERSION", value)]).unwrap();
+            assert_eq!(config.schema_version, expected, "SCHEMA_VERSION={value}");
+        }
+        for bad in ["v4", "2", "latest"] {
+            let error = config(&[("SCHEMA_VERSION", bad)]).unwrap_err();
+            assert_eq!(error.variable, "SCHEMA_VERSION");
+            assert!(error.to_string().contains("v1, v2 or v3"), "{error}");
+        }
+        let error = config(&[("DATABASE_URL", "mysql://u:hunter2@db/d")]).unwrap_err();
+        assert_eq!(error.variable, "DATABASE_URL");
+        let message = error.to_string();
+        assert!(
+            message
+                .starts_with("invalid DATABASE_URL=\"mysql://u:***@db/d\": expected postgres://"),
+            "{message}"
+        );
+        assert!(message.contains("the scheme must be"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let error = config(&[("DATABASE_URL", "postgres://u@db:port/d")]).unwrap_err();
+        assert!(error.to_string().contains("invalid port"), "{error}");
     }
 
     #[test]
@@ -376,7 +476,11 @@ mod tests {
             "CRASH_AFTER_MS",
             "NEVER_HEALTHY",
             "LISTEN_LOOPBACK_ONLY",
+            "DATABASE_URL",
+            "SCHEMA_VERSION",
             "--probe",
+            "/api/notes",
+            "/api/stats",
         ] {
             assert!(
                 HELP.contains(variable),

@@ -5,13 +5,18 @@
 //! tested directly; [`crate::server`] does the reading and writing. What is
 //! supported is what a deploy tool, a load balancer or `curl` sends:
 //! HTTP/1.0 and HTTP/1.1 requests, keep-alive, pipelining, and request bodies
-//! framed by `Content-Length` (skipped, never read). A body sent with
-//! `Transfer-Encoding` is not decoded; its request is answered and the
-//! connection then closed, since the next request cannot be found after it.
+//! framed by `Content-Length` (read into memory up to [`MAX_BODY_LEN`],
+//! skipped beyond). A body sent with `Transfer-Encoding` is not decoded; its
+//! request is answered and the connection then closed, since the next
+//! request cannot be found after it.
 
 /// The most a request head (request line and headers) may take; a longer
 /// one is answered with 431.
 pub const MAX_HEAD_LEN: usize = 16 * 1024;
+
+/// The most of a request body that is kept for the handler; a longer body
+/// is still read (and discarded), so the connection stays usable.
+pub const MAX_BODY_LEN: u64 = 64 * 1024;
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,22 @@ pub enum Body {
     Length(u64),
     /// A `Transfer-Encoding` body, whose end this parser does not look for.
     Unframed,
+}
+
+/// The request body as the handler gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The whole body (empty when there was none).
+    Bytes(Vec<u8>),
+    /// A `Content-Length` body longer than [`MAX_BODY_LEN`], discarded.
+    TooLarge,
+    /// A `Transfer-Encoding` body, not read (see [`Body::Unframed`]).
+    Unframed,
+}
+
+impl Content {
+    /// No body at all.
+    pub const EMPTY: Content = Content::Bytes(Vec::new());
 }
 
 /// Why a request head was rejected.
@@ -218,13 +239,56 @@ impl Request {
 
 /// The value of the first `key` parameter in a query string such as
 /// `a=1&delay_ms=5`, or `None` if there is none. A key without `=` has the
-/// value `""`. Values are not percent-decoded: this app only takes numbers.
+/// value `""`. Values are not percent-decoded; see [`form_decode`].
 pub fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query
         .split('&')
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(name, _)| *name == key)
         .map(|(_, value)| value)
+}
+
+/// Decodes a query-string value: `%XX` escapes and `+` for a space, as
+/// HTML forms and `curl --data-urlencode` send them. `None` if an escape is
+/// malformed or the result is not UTF-8.
+pub fn form_decode(value: &str) -> Option<String> {
+    percent_decode_with(value, true)
+}
+
+/// Decodes `%XX` escapes only (`+` stays a plus), as in the parts of a URL
+/// such as a user name. `None` if an escape is malformed or the result is
+/// not UTF-8.
+pub fn percent_decode(value: &str) -> Option<String> {
+    percent_decode_with(value, false)
+}
+
+fn percent_decode_with(value: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                // from_str_radix would take a sign ("%+1").
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                decoded.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            byte => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// A response status code with its reason phrase.
@@ -236,11 +300,15 @@ pub struct Status {
 
 impl Status {
     pub const OK: Status = Status::new(200, "OK");
+    pub const CREATED: Status = Status::new(201, "Created");
     pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const METHOD_NOT_ALLOWED: Status = Status::new(405, "Method Not Allowed");
     pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
+    pub const LENGTH_REQUIRED: Status = Status::new(411, "Length Required");
+    pub const CONTENT_TOO_LARGE: Status = Status::new(413, "Content Too Large");
     pub const HEADERS_TOO_LARGE: Status = Status::new(431, "Request Header Fields Too Large");
+    pub const INTERNAL_SERVER_ERROR: Status = Status::new(500, "Internal Server Error");
     pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status::new(505, "HTTP Version Not Supported");
 
@@ -249,10 +317,12 @@ impl Status {
     }
 }
 
-/// A response with a plain-text body.
+/// A response: plain text unless made with [`Response::json`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Status,
+    /// `text/plain` or `application/json`.
+    pub content_type: &'static str,
     /// Headers besides `Content-Type`, `Content-Length` and `Connection`,
     /// which [`Response::to_bytes`] adds.
     pub headers: Vec<(&'static str, String)>,
@@ -263,8 +333,17 @@ impl Response {
     pub fn text(status: Status, body: impl Into<String>) -> Response {
         Response {
             status,
+            content_type: "text/plain",
             headers: Vec::new(),
             body: body.into(),
+        }
+    }
+
+    /// A response whose body is JSON (UTF-8, as JSON always is).
+    pub fn json(status: Status, body: impl Into<String>) -> Response {
+        Response {
+            content_type: "application/json",
+            ..Response::text(status, body)
         }
     }
 
@@ -279,7 +358,8 @@ impl Response {
     pub fn to_bytes(&self, head_only: bool, keep_alive: bool) -> Vec<u8> {
         let Status { code, reason } = self.status;
         let mut head = format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.content_type,
             self.body.len()
         );
         for (name, value) in &self.headers {
@@ -426,6 +506,22 @@ mod tests {
     }
 
     #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("plain"), Some("plain".into()));
+        assert_eq!(form_decode("a+b%20c"), Some("a b c".into()));
+        assert_eq!(form_decode("%2B%25%26%3D"), Some("+%&=".into()));
+        assert_eq!(form_decode("caf%C3%A9"), Some("café".into()));
+        assert_eq!(form_decode("%e6%97%a5"), Some("日".into()));
+        assert_eq!(form_decode("it%27s"), Some("it's".into()));
+        assert_eq!(form_decode(""), Some(String::new()));
+        // Malformed escapes and bytes that are not UTF-8.
+        for bad in ["%", "%4", "%zz", "%+1", "a%-1", "%C3", "%FF"] {
+            assert_eq!(form_decode(bad), None, "{bad:?}");
+        }
+        assert_eq!(percent_decode("a+b%2Fc"), Some("a+b/c".into()));
+    }
+
+    #[test]
     fn target_without_query() {
         let request = parse("GET /? HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!((request.path(), request.query()), ("/", ""));
@@ -445,6 +541,12 @@ mod tests {
             String::from_utf8(response.to_bytes(true, false)).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
              X-App-Version: v1\r\nConnection: close\r\n\r\n"
+        );
+        let json = Response::json(Status::CREATED, "{}");
+        assert_eq!(
+            String::from_utf8(json.to_bytes(false, true)).unwrap(),
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+             Connection: keep-alive\r\n\r\n{}"
         );
     }
 }

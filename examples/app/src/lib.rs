@@ -14,9 +14,23 @@
 //!   before answering, overriding `REQUEST_DELAY_MS`.
 //! - `GET /healthz`: 200 `ok\n` when ready; 503 when `NEVER_HEALTHY` is set
 //!   or the app is shutting down.
+//!   With `DATABASE_URL`, it also runs `SELECT 1` and answers 503 naming
+//!   the error if that fails.
+//! - With `DATABASE_URL`, the notes API ([`notes`]); without it, every
+//!   `/api/` path answers 503 `no database configured (DATABASE_URL)`:
+//!   - `GET /api/notes`: 200 `{"version":"v2","notes":[{"id":3,"title":"..."},...]}`,
+//!     the newest 5 notes; `version` is `SCHEMA_VERSION`.
+//!   - `GET /api/notes?add=TEXT`: adds a note (TEXT URL-decoded, `%XX` and
+//!     `+`), then lists as above, so a GET-only load generator writes and
+//!     reads on every request.
+//!   - `POST /api/notes`: adds a note whose text is the body; 201, same JSON.
+//!   - `GET /api/stats`: `{"version":"v1","db_queries":N,"db_errors":M}`.
+//!   - A database error is a 500 `database error: MESSAGE (SQLSTATE XXXXX)`,
+//!     counted and logged on stderr.
 //! - `HEAD` is answered like `GET` without the body; other methods get 405,
-//!   other paths 404. Every response has `Content-Type: text/plain`,
-//!   `X-App-Version` and `X-Served-By` (the host name, i.e. the container).
+//!   other paths 404. Every response has `Content-Type: text/plain` (the
+//!   JSON ones `application/json`), `X-App-Version` and `X-Served-By` (the
+//!   host name, i.e. the container).
 //!
 //! # Environment
 //!
@@ -30,6 +44,8 @@
 //! | `CRASH_AFTER_MS` | never | N ms after start, print a message and exit with code 3, whatever the app is doing |
 //! | `NEVER_HEALTHY` | false | `/healthz` always answers 503 (`1`/`true`/`yes`) |
 //! | `LISTEN_LOOPBACK_ONLY` | false | listen on 127.0.0.1 only: `--probe` (a Docker `HEALTHCHECK`) passes, a load balancer connecting to the container's address is refused |
+//! | `DATABASE_URL` | none | `postgres://USER@HOST:PORT/DB` (or `postgresql://`): the PostgreSQL server of the notes API and of `/healthz`; TCP, no TLS, `trust` authentication only (see [`pg`]) |
+//! | `SCHEMA_VERSION` | `v1` | `v1`, `v2` or `v3`: which release's SQL the notes API runs (see [`notes`]) |
 //!
 //! An empty value counts as unset; an invalid one is an error naming the
 //! variable (exit code 2). See [`config`].
@@ -49,11 +65,14 @@
 //!
 //! [`config`] reads the command line and environment, [`routes`] decides
 //! the answers, [`http`] parses and formats the protocol, [`server`] owns
-//! sockets, threads and shutdown, [`probe`] is `--probe`, and [`sys`] holds
-//! the libc calls.
+//! sockets, threads and shutdown, [`probe`] is `--probe`, [`notes`] is the
+//! notes API's SQL in its three versions, [`pg`] a minimal PostgreSQL client
+//! with its connection pool, and [`sys`] holds the libc calls.
 
 pub mod config;
 pub mod http;
+pub mod notes;
+pub mod pg;
 pub mod probe;
 pub mod routes;
 pub mod server;
@@ -105,10 +124,7 @@ fn serve(started: Instant) -> ExitCode {
         eprintln!("zdd-example-app: cannot install signal handlers: {error}");
         return ExitCode::FAILURE;
     }
-    let app = App {
-        config,
-        hostname: sys::hostname(),
-    };
+    let app = App::new(config, sys::hostname());
     match server::serve(app, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Body, Request, Status};
+use crate::http::{self, Body, Content, Request, Status};
 use crate::routes::App;
 use crate::sys;
 
@@ -245,8 +245,10 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             }
         };
         let _in_flight = InFlightGuard::new(&shared.in_flight);
-        skip_body(&mut stream, &mut buf, request.body, deadline)?;
-        let response = shared.app.handle(&request, sys::shutdown_requested());
+        let content = read_body(&mut stream, &mut buf, request.body, deadline)?;
+        let response = shared
+            .app
+            .handle(&request, &content, sys::shutdown_requested());
         // Checked after handling, which may have slept through a signal.
         let keep_alive = can_keep_alive(&request) && !sys::shutdown_requested();
         stream.write_all(&response.to_bytes(request.method == "HEAD", keep_alive))?;
@@ -323,22 +325,28 @@ fn read_request(
     })
 }
 
-/// Discards the request body, whether already in `buf` or still to come.
-fn skip_body(
+/// Takes the request body out of `buf` and the stream: whole if it is at
+/// most [`http::MAX_BODY_LEN`] bytes, else discarded.
+fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     body: Body,
     deadline: Instant,
-) -> io::Result<()> {
+) -> io::Result<Content> {
     let Body::Length(mut left) = body else {
-        return Ok(());
+        return Ok(Content::Unframed);
     };
+    let mut kept = (left <= http::MAX_BODY_LEN).then(Vec::new);
     loop {
         let in_buf = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        buf.drain(..in_buf);
+        let taken = buf.drain(..in_buf);
+        match &mut kept {
+            Some(kept) => kept.extend(taken),
+            None => drop(taken),
+        }
         left -= in_buf as u64;
         if left == 0 {
-            return Ok(());
+            return Ok(kept.map_or(Content::TooLarge, Content::Bytes));
         }
         if Instant::now() >= deadline {
             return Err(io::ErrorKind::TimedOut.into());
