@@ -24,6 +24,7 @@ stage_cleanup() {
     [ ! -f "$STAGE_DIR/haproxy.pid" ] || kill "$(cat "$STAGE_DIR/haproxy.pid")" 2>/dev/null
     [ -z "${STAGE_NGINX_PID:-}" ] || [ ! -f "$STAGE_NGINX_PID" ] || kill "$(cat "$STAGE_NGINX_PID")" 2>/dev/null
     [ -z "${STAGE_PG_STOP:-}" ] || "${STAGE_PG_STOP[@]}" 2>/dev/null
+    [ -z "${STAGE_PG_DIR:-}" ] || [ -n "${STAGE_KEEP:-}" ] || rm -rf "$STAGE_PG_DIR"
     ids=$(docker ps -aq --filter "label=$STAGE_LABEL=$STAGE_ID")
     [ -z "$ids" ] || docker rm -f $ids >/dev/null
     ids=$(docker images -q --filter "label=$STAGE_LABEL=$STAGE_ID" | sort -u)

@@ -10,6 +10,7 @@
 //! - [`docker`], [`docker_lines`], [`docker_ok`]: the docker CLI.
 //! - [`http_get`] / [`http_request`]: a plain-socket HTTP client.
 //! - [`Haproxy`]: a real HAProxy with a backend and an admin socket.
+//! - [`postgres`]: throwaway PostgreSQL servers; [`Nginx`]: a real nginx.
 //! - [`Sandbox`]: what one engine test creates, removed when dropped.
 //!
 //! Each engine test works in a [`Sandbox`]: a unique id that names its
@@ -35,6 +36,8 @@ mod docker;
 mod haproxy;
 mod http;
 mod load;
+mod nginx;
+pub mod postgres;
 mod process;
 mod scratch;
 
@@ -43,6 +46,7 @@ pub use docker::{container_ip, docker, docker_lines, docker_ok};
 pub use haproxy::{Haproxy, HaproxyOptions};
 pub use http::{http_get, http_request, Response};
 pub use load::Load;
+pub use nginx::Nginx;
 pub use process::{bin_dir, binary, parse_records, run, run_command, Run};
 pub use scratch::{free_port, poll_until, scratch_path, unique, wait_for, Scratch};
 
@@ -269,8 +273,20 @@ pub fn deploy_command(
     context: &Path,
     extra: &[&str],
 ) -> Command {
+    pipeline_command("zdd-deploy", sandbox, haproxy, context, extra)
+}
+
+/// `scripts/SCRIPT` (zdd-deploy, or zdd-release, which passes these
+/// options on to zdd-deploy) for the sandbox's service through `haproxy`.
+pub fn pipeline_command(
+    script: &str,
+    sandbox: &Sandbox,
+    haproxy: &Haproxy,
+    context: &Path,
+    extra: &[&str],
+) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut command = Command::new(root.join("scripts/zdd-deploy"));
+    let mut command = Command::new(root.join("scripts").join(script));
     command
         .env("ZDD_BIN", bin_dir())
         // The host-wide state (locks) in the sandbox, removed with it.

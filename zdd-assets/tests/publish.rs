@@ -47,7 +47,7 @@ fn an_old_page_keeps_loading_after_the_new_release_goes_live() {
     let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     let v1 = publish(&src, &root);
-    let nginx = Nginx::start(&root, &[]);
+    let nginx = common::nginx(&root, &[]);
     let v1_files = fetch_all(&nginx, "/");
     // What the v1 page references is hashed (or bundler-named), never the
     // plain names.
@@ -485,7 +485,7 @@ fn spa_mode_serves_routes_but_never_a_missing_file() {
     let (root, src) = (t.join("root"), t.join("src"));
     write_site(&src, &site(1));
     publish(&src, &root);
-    let nginx = Nginx::start(&root, &["--spa"]);
+    let nginx = common::nginx(&root, &["--spa"]);
     for route in ["/", "/account/settings", "/about"] {
         let response = nginx.get(route);
         assert_eq!(response.status, 200, "{route}");

@@ -22,6 +22,7 @@ pub mod lint;
 pub mod oneoff;
 pub mod record;
 pub mod rollout;
+pub mod rule;
 pub mod source;
 pub mod sql;
 pub mod steps;
@@ -36,7 +37,6 @@ use zdd_core::service::Service;
 use zdd_core::{duration, Error, Result};
 
 use crate::db::{Mode, Options, Target};
-use crate::lint::LintRecord;
 use crate::record::kind;
 use crate::sql::Dialect;
 use crate::steps::{Runner, Step};
@@ -162,6 +162,13 @@ pub enum Command {
         /// Only used to pick the dialect.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database: Option<String>,
+        /// The migrations from this version on are not applied yet: a
+        /// table (column, index, type) one of them creates is new to the
+        /// later ones of the same step. Without it, only what a migration
+        /// itself creates is new. (`up` and `plan` read this from the
+        /// history table.)
+        #[arg(long, value_name = "VERSION")]
+        pending_from: Option<i64>,
     },
     /// Run the application's own migration command in a one-off container
     /// of the new image, on the service's networks; its exit code is the
@@ -191,9 +198,10 @@ pub struct DbArgs {
     /// How long to wait for another runner's lock (e.g. 30s, 5m).
     #[arg(long, default_value = "60s", value_parser = duration::parse)]
     pub lock_wait: Duration,
-    /// PostgreSQL lock_timeout for each transactional migration, so a DDL
-    /// statement waiting for a busy table fails instead of stalling the
-    /// queries queued behind it (0: no limit).
+    /// PostgreSQL lock_timeout for every migration statement (each
+    /// transactional migration, each statement of a transaction=off one),
+    /// so a DDL statement waiting for a busy table fails instead of
+    /// stalling the queries queued behind it (0: no limit).
     #[arg(long, default_value = "5s", value_parser = duration::parse)]
     pub lock_timeout: Duration,
 }
@@ -210,13 +218,14 @@ pub async fn run(args: Args) -> Result<Outcome> {
             dir,
             dialect,
             database,
+            pending_from,
         } => {
             let dialect = match (dialect, database) {
                 (Some(dialect), _) => dialect,
                 (None, Some(url)) if !url.trim().is_empty() => Target::parse(&url)?.dialect(),
                 (None, _) => Dialect::Postgres,
             };
-            lint_command(&dir, dialect, progress)
+            lint_command(&dir, dialect, pending_from, progress)
         }
         Command::Run(request) => oneoff::run(request, progress).await,
         Command::Contract {
@@ -228,7 +237,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
             db,
         } => {
             // Check the arguments and the folder before asking Docker.
-            let prepared = Prepared::new(&db, true)?;
+            let prepared = Prepared::new(&db)?;
             if force {
                 progress.warn("--force: not checking for replicas of older releases");
             } else {
@@ -246,41 +255,36 @@ pub async fn run(args: Args) -> Result<Outcome> {
             blocking(move || prepared.apply(Step::Contract, progress)).await
         }
         Command::Up { db } => {
-            let prepared = Prepared::new(&db, true)?;
+            let prepared = Prepared::new(&db)?;
             blocking(move || prepared.apply(Step::Up, progress)).await
         }
         Command::Plan { contract, db } => {
-            let prepared = Prepared::new(&db, true)?;
+            let prepared = Prepared::new(&db)?;
             let step = if contract { Step::Contract } else { Step::Up };
-            blocking(move || {
-                prepared.with_runner(Mode::ReadOnly, progress, |r, lint| r.plan(step, lint))
-            })
-            .await
+            blocking(move || prepared.with_runner(Mode::ReadOnly, progress, |r| r.plan(step))).await
         }
         Command::Status { db } => {
-            let prepared = Prepared::new(&db, false)?;
+            let prepared = Prepared::new(&db)?;
             let database = prepared.target.describe();
             let table = db.table.clone();
             blocking(move || {
-                prepared.with_runner(Mode::ReadOnly, progress, |r, _| r.status(database, table))
+                prepared.with_runner(Mode::ReadOnly, progress, |r| r.status(database, table))
             })
             .await
         }
         Command::Down { version, db } => {
-            let prepared = Prepared::new(&db, false)?;
-            blocking(move || {
-                prepared.with_runner(Mode::ReadWrite, progress, |r, _| r.down(version))
-            })
-            .await
+            let prepared = Prepared::new(&db)?;
+            blocking(move || prepared.with_runner(Mode::ReadWrite, progress, |r| r.down(version)))
+                .await
         }
         Command::Repair {
             version,
             mark_applied,
             db,
         } => {
-            let prepared = Prepared::new(&db, false)?;
+            let prepared = Prepared::new(&db)?;
             blocking(move || {
-                prepared.with_runner(Mode::ReadWrite, progress, |r, _| {
+                prepared.with_runner(Mode::ReadWrite, progress, |r| {
                     r.repair(version, mark_applied)
                 })
             })
@@ -331,31 +335,25 @@ async fn blocking(work: impl FnOnce() -> Result<Outcome> + Send + 'static) -> Re
 }
 
 /// A database command's inputs, checked before anything connects: the
-/// target, the folder (with valid headers), and the lint when needed.
+/// target and the folder (with valid headers). The lint runs once the
+/// history says which migrations are pending (see [`steps`]).
 struct Prepared {
     target: Target,
     migrations: Vec<source::Migration>,
-    lint: Vec<Vec<LintRecord>>,
     options: Options,
     lock_wait: Duration,
 }
 
 impl Prepared {
-    fn new(db: &DbArgs, with_lint: bool) -> Result<Prepared> {
+    fn new(db: &DbArgs) -> Result<Prepared> {
         let target = Target::parse(&db.database)?;
         db::check_table_name(&db.table)?;
         let migrations = source::load(&db.dir)?;
         source::require_valid(&migrations)?;
-        let lint = if with_lint {
-            lint::lint(&migrations, target.dialect())
-        } else {
-            Vec::new()
-        };
         let runner = clock::runner();
         Ok(Prepared {
             target,
             migrations,
-            lint,
             options: Options {
                 table: db.table.clone(),
                 lock_timeout: db.lock_timeout,
@@ -369,7 +367,7 @@ impl Prepared {
         &self,
         mode: Mode,
         progress: Progress,
-        work: impl FnOnce(&mut Runner, &[Vec<LintRecord>]) -> Result<Outcome>,
+        work: impl FnOnce(&mut Runner) -> Result<Outcome>,
     ) -> Result<Outcome> {
         let mut engine = db::open(&self.target, mode, &self.options)?;
         let mut runner = Runner {
@@ -380,19 +378,28 @@ impl Prepared {
             lock_wait: self.lock_wait,
             runner: self.options.runner.clone(),
         };
-        work(&mut runner, &self.lint)
+        work(&mut runner)
     }
 
     fn apply(&self, step: Step, progress: Progress) -> Result<Outcome> {
-        self.with_runner(Mode::ReadWrite, progress, |r, lint| r.apply(step, lint))
+        self.with_runner(Mode::ReadWrite, progress, |r| r.apply(step))
     }
 }
 
 /// `lint`: every finding as a record; exit 1 when any blocks.
-fn lint_command(dir: &std::path::Path, dialect: Dialect, progress: Progress) -> Result<Outcome> {
+fn lint_command(
+    dir: &std::path::Path,
+    dialect: Dialect,
+    pending_from: Option<i64>,
+    progress: Progress,
+) -> Result<Outcome> {
     let started = Instant::now();
     let migrations = source::load(dir)?;
-    let findings = lint::lint(&migrations, dialect);
+    let batch = match pending_from {
+        Some(version) => lint::Batch::from_version(&migrations, version),
+        None => lint::Batch::none(),
+    };
+    let findings = lint::lint(&migrations, dialect, &batch);
     let mut out = RecordWriter::stdout();
     let (mut errors, mut warnings, mut allowed) = (0, 0, 0);
     for record in findings.iter().flatten() {

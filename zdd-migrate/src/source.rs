@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zdd_core::{Error, Result};
 
-use crate::lint::Rule;
+use crate::rule::Rule;
 
 /// Which step of a rollout a migration belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -114,7 +114,7 @@ fn create_index_concurrently_runs_outside_a_transaction() {
         )
         .write(
             "0002_index.sql",
-            "-- zdd: phase=expand\n-- zdd: transaction=off\nCREATE INDEX CONCURRENTLY users_email ON users (email);\nCREATE UNIQUE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n",
+            "-- zdd: phase=expand\n-- zdd: transaction=off\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_lower ON users (lower(email));\n",
         );
     let run = project.run(&["up", "--database", &url]);
     run.expect_code(0);
@@ -214,7 +214,7 @@ fn a_killed_run_outside_a_transaction_is_drift_until_repair() {
         )
         .write(
             "0002_slow.sql",
-            "-- zdd: phase=expand\n-- zdd: transaction=off\nSELECT pg_sleep(3);\nCREATE INDEX CONCURRENTLY users_email ON users (email);\n",
+            "-- zdd: phase=expand\n-- zdd: transaction=off\nSELECT pg_sleep(3);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n",
         );
     let mut up = project.spawn(&["up", "--database", &url]);
     let running = || -> bool {

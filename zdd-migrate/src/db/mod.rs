@@ -261,7 +261,7 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub table: String,
-    /// PostgreSQL `lock_timeout` for transactional migrations (zero: none).
+    /// PostgreSQL `lock_timeout` for every migration statement (zero: none).
     pub lock_timeout: Duration,
     /// `user@host`, for the lock holder's name.
     pub runner: String,

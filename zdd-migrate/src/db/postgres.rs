@@ -10,9 +10,13 @@
 //! lock session's `application_name` names the runner, which is how
 //! `status` and a waiting runner tell who holds it.
 //!
-//! A transactional migration gets `SET LOCAL lock_timeout` (`--lock-timeout`):
-//! an `ALTER TABLE` stuck behind a long query would otherwise queue every
-//! later query on that table behind itself, which is downtime.
+//! Every migration statement runs under `--lock-timeout`: a transactional
+//! migration gets `SET LOCAL lock_timeout`, the statements of a
+//! `transaction=off` one a session-wide `SET lock_timeout` (reset after
+//! them). An `ALTER TABLE` stuck behind a long query would otherwise queue
+//! every later query on that table behind itself, which is downtime. A
+//! `CREATE INDEX CONCURRENTLY` waiting for old transactions to end is
+//! waiting for a lock too, and fails the same way after the timeout.
 
 use std::time::{Duration, Instant};
 
@@ -378,12 +382,36 @@ impl Engine for Postgres {
         &mut self,
         statements: &[&str],
     ) -> std::result::Result<(), (usize, SqlError)> {
-        for (index, statement) in statements.iter().enumerate() {
+        // A session-wide lock_timeout, set once: a statement of the file
+        // may still `SET lock_timeout` for the ones after it.
+        let lock_timeout = self.lock_timeout.as_millis();
+        if lock_timeout > 0 {
             self.client
-                .batch_execute(statement)
-                .map_err(|e| (index, sql_error(&e, statement)))?;
+                .batch_execute(&format!("SET lock_timeout = '{lock_timeout}ms'"))
+                .map_err(|e| {
+                    (
+                        0,
+                        SqlError {
+                            message: describe(&e),
+                            line: None,
+                        },
+                    )
+                })?;
         }
-        Ok(())
+        let result = statements
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, statement)| {
+                self.client
+                    .batch_execute(statement)
+                    .map_err(|e| (index, sql_error(&e, statement)))
+            });
+        if lock_timeout > 0 {
+            // Back to the server's default for zdd-migrate's own queries
+            // (a failure here shows on the next query anyway).
+            let _ = self.client.batch_execute("RESET lock_timeout");
+        }
+        result
     }
 }
 
