@@ -1,6 +1,8 @@
 //! A service created by `docker-compose up` is adopted and rolled out by
 //! the tools, and Compose still sees it as its own.
 
+use std::path::PathBuf;
+
 use serde_json::json;
 use zdd_e2e::{
     assert_no_failures, deploy, deploy_command, docker, run, Haproxy, Load, Run, Sandbox, CLIENTS,
@@ -20,25 +22,36 @@ fn compose(sandbox: &Sandbox, file: &str, args: &[&str]) -> std::process::Output
     out
 }
 
+/// A Compose file whose `service` runs v1 of the example app (built as
+/// `repository:…`), with `extra` lines for the service; its path.
+fn compose_file(sandbox: &Sandbox, repository: &str, service: &str, extra: &str) -> PathBuf {
+    let context = sandbox.app_context("v1", &[]);
+    let v1 = run(
+        "zdd-build",
+        &["--repository", repository, context.to_str().unwrap()],
+        "",
+    );
+    v1.expect_code(0);
+    let image = v1.records()[0]["image"].as_str().unwrap().to_owned();
+    let file = sandbox.dir.join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!("version: \"2.4\"\nservices:\n  {service}:\n    image: {image}{extra}\n"),
+    )
+    .unwrap();
+    file
+}
+
 #[test]
 fn a_compose_service_is_rolled_out_and_stays_in_compose_ps() {
     let sandbox = Sandbox::new("compose");
     let repository = format!("{}-api", sandbox.id);
-    let v1_context = sandbox.app_context("v1", &[]);
-    let v1 = run(
-        "zdd-build",
-        &["--repository", &repository, v1_context.to_str().unwrap()],
-        "",
+    let file = compose_file(
+        &sandbox,
+        &repository,
+        "api",
+        "\n    environment:\n      GREETING: hello",
     );
-    v1.expect_code(0);
-    let v1_image = v1.records()[0]["image"].as_str().unwrap().to_owned();
-
-    let file = sandbox.dir.join("docker-compose.yml");
-    std::fs::write(
-        &file,
-        format!("version: \"2.4\"\nservices:\n  api:\n    image: {v1_image}\n    environment:\n      GREETING: hello\n"),
-    )
-    .unwrap();
     let file = file.to_str().unwrap();
     compose(&sandbox, file, &["up", "-d", "--scale", "api=2"]);
 
@@ -129,20 +142,7 @@ fn another_projects_service_of_the_same_name_is_never_touched() {
     // The Compose service has the very name zdd is asked to deploy.
     let name = sandbox.id.clone();
     let repository = format!("{}-img", sandbox.id);
-    let v1_context = sandbox.app_context("v1", &[]);
-    let v1 = run(
-        "zdd-build",
-        &["--repository", &repository, v1_context.to_str().unwrap()],
-        "",
-    );
-    v1.expect_code(0);
-    let v1_image = v1.records()[0]["image"].as_str().unwrap().to_owned();
-    let file = sandbox.dir.join("docker-compose.yml");
-    std::fs::write(
-        &file,
-        format!("version: \"2.4\"\nservices:\n  {name}:\n    image: {v1_image}\n"),
-    )
-    .unwrap();
+    let file = compose_file(&sandbox, &repository, &name, "");
     let file = file.to_str().unwrap();
     compose(
         &sandbox,

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use zdd_e2e::{
-    all_container_ids, assert_no_failures, deploy, deploy_command, http_get, replica_addresses,
-    replica_ids, signal_group, stage, versions_at_end, Load, Run, Scenario, CLIENTS,
+    all_container_ids, assert_no_failures, deploy, deploy_command, http_get, prebuild,
+    replica_addresses, replica_ids, signal_group, stage, versions_at_end, Load, Run, Scenario,
+    CLIENTS,
 };
 
 #[test]
@@ -40,12 +41,7 @@ fn slow_requests_in_flight_on_the_old_replicas_complete() {
     let (sandbox, haproxy) = stage("slow");
     let v2 = sandbox.app_context("v2", &[]);
     // Build first, so the deploy reaches the switch within the requests' 2 s.
-    zdd_e2e::run(
-        "zdd-build",
-        &["--service", &sandbox.id, v2.to_str().unwrap()],
-        "",
-    )
-    .expect_code(0);
+    prebuild(&sandbox, &v2);
     let address = format!("127.0.0.1:{}", haproxy.port);
     let slow: Vec<_> = (0..6)
         .map(|_| {
@@ -140,12 +136,7 @@ fn a_killed_deploy_leaves_the_service_serving_and_a_rerun_converges() {
     let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "500")]);
     // Build both, so every kill lands in the rollout steps.
     for context in [&v1, &v2] {
-        zdd_e2e::run(
-            "zdd-build",
-            &["--service", &sandbox.id, context.to_str().unwrap()],
-            "",
-        )
-        .expect_code(0);
+        prebuild(&sandbox, context);
     }
     let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
     // Kill points spread over scale, health, route and retire; alternate

@@ -13,9 +13,9 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use zdd_e2e::{
-    all_container_ids, assert_no_failures, deploy, deploy_command, http_get, newest_run,
-    replica_addresses, replica_ids, run, signal_group, signal_process, stage_with,
-    wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
+    all_container_ids, assert_no_failures, deploy, deploy_command, http_get, newest_run, prebuild,
+    replica_addresses, replica_ids, signal_group, signal_process, stage_with, wait_for_run_step,
+    Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
 };
 
 /// Every release of these tests keeps accepting for 1.5 s after SIGTERM,
@@ -158,12 +158,7 @@ fn signals_at_every_step(name: &str, delivery: Delivery) {
         env.extend_from_slice(point.env);
         let context = sandbox.app_context(&target, &env);
         if point.step != "build" {
-            run(
-                "zdd-build",
-                &["--service", &sandbox.id, context.to_str().unwrap()],
-                "",
-            )
-            .expect_code(0);
+            prebuild(&sandbox, &context);
         }
         if point.step == "route" {
             // Requests in flight on the old replicas make the drain last.
@@ -253,12 +248,7 @@ fn sigint_at_every_step_rolls_back_and_exits_130() {
 fn the_lock_dies_with_the_deploy_not_with_the_tool_it_ran() {
     let (sandbox, haproxy) = stage_with("orphan", &[]);
     let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "3000")]);
-    run(
-        "zdd-build",
-        &["--service", &sandbox.id, v2.to_str().unwrap()],
-        "",
-    )
-    .expect_code(0);
+    prebuild(&sandbox, &v2);
     let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
     let earlier = newest_run(&sandbox);
     let mut child = deploy_command(&sandbox, &haproxy, &v2, &["-q"])

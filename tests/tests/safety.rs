@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 use zdd_e2e::{
     all_container_ids, assert_no_failures, bin_with_wrapper, deploy, deploy_command, newest_run,
-    parse_records, replica_addresses, replica_ids, run, signal_group, stage, versions_seen,
-    wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
+    parse_records, prebuild, replica_addresses, replica_ids, run, signal_group, stage,
+    versions_seen, wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
 };
 
 /// Reports the scenario to the fault matrix; `serving` is what answers now.
@@ -75,12 +75,7 @@ fn a_rerun_after_a_killed_deploy_that_then_fails_keeps_the_old_release() {
     let before = replica_ids(&sandbox);
     let addresses = replica_addresses(&sandbox);
     let v2 = sandbox.app_context("v2", &[("STARTUP_DELAY_MS", "3000")]);
-    run(
-        "zdd-build",
-        &["--service", &sandbox.id, v2.to_str().unwrap()],
-        "",
-    )
-    .expect_code(0);
+    prebuild(&sandbox, &v2);
     let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
 
     // Killed (SIGKILL, script and tools) while its v2 replicas start.
@@ -278,12 +273,7 @@ fn a_failed_restore_keeps_the_new_replicas_serving() {
     let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
 
     // The steps by hand, up to the switch: v1 drained, v2 serving.
-    let built = run(
-        "zdd-build",
-        &["--service", &sandbox.id, v2.to_str().unwrap()],
-        "",
-    )
-    .ok();
+    let built = prebuild(&sandbox, &v2);
     let scaled = run("zdd-scale", &[], &built.stdout).ok();
     let checked = run("zdd-health", &[], &scaled.stdout).ok();
     let routed = run("zdd-route", &route, &checked.stdout).ok();
