@@ -15,18 +15,18 @@ use std::thread;
 use support::app::{
     form_encode, request, App, BIN, V1_CREATE, V2_BACKFILL, V2_EXPAND, V3_CONTRACT,
 };
-use support::Pg;
 use zdd_e2e::free_port;
+use zdd_e2e::postgres::Pg;
 
 /// The whole release, in the order a deploy tool runs it, with the
 /// versions that overlap during each rollout serving at once.
 #[test]
 fn a_whole_release_expand_then_contract() {
-    let pg = Pg::start();
-    pg.psql(V1_CREATE);
+    let pg = Pg::start_loopback();
+    pg.psql("postgres", V1_CREATE);
 
     // Release v1.
-    let v1 = App::start(&pg.url("postgres"), "v1");
+    let v1 = App::start(&pg.tcp_url("postgres", "postgres"), "v1");
     assert_eq!(v1.get("/healthz").status, 200);
     let listing = v1.list();
     assert_eq!(listing.version, "v1");
@@ -40,14 +40,14 @@ fn a_whole_release_expand_then_contract() {
     );
 
     // v2's expand, while v1 serves: v1 never names `title`.
-    pg.psql(V2_EXPAND);
+    pg.psql("postgres", V2_EXPAND);
     assert_eq!(
         v1.add("v1 after expand").newest(),
         (3, Some("v1 after expand"))
     );
 
     // v2 rolls out: v1 and v2 serve at once.
-    let v2 = App::start(&pg.url("postgres"), "v2");
+    let v2 = App::start(&pg.tcp_url("postgres", "postgres"), "v2");
     assert_eq!(v2.get("/healthz").status, 200);
     let listing = v2.list();
     assert_eq!(listing.version, "v2");
@@ -57,23 +57,27 @@ fn a_whole_release_expand_then_contract() {
         [Some("v1 after expand"), Some("second"), Some("first note")]
     );
     assert_eq!(
-        pg.psql("SELECT count(*) FROM notes WHERE title IS NULL"),
+        pg.psql_output("postgres", "SELECT count(*) FROM notes WHERE title IS NULL"),
         "3\n"
     );
     // v1 writes (name only), v2 reads it back.
     let (id, _) = v1.add("from v1").newest();
     assert_eq!(v2.list().newest(), (id, Some("from v1")));
     assert_eq!(
-        pg.psql(&format!(
-            "SELECT name, title IS NULL FROM notes WHERE id = {id}"
-        )),
+        pg.psql_output(
+            "postgres",
+            &format!("SELECT name, title IS NULL FROM notes WHERE id = {id}")
+        ),
         "from v1|t\n"
     );
     // v2 writes both columns; v1 reads it back.
     let (id, _) = v2.add("from v2").newest();
     assert_eq!(v1.list().newest(), (id, Some("from v2")));
     assert_eq!(
-        pg.psql(&format!("SELECT name, title FROM notes WHERE id = {id}")),
+        pg.psql_output(
+            "postgres",
+            &format!("SELECT name, title FROM notes WHERE id = {id}")
+        ),
         "from v2|from v2\n"
     );
     // Both under concurrent load.
@@ -98,7 +102,10 @@ fn a_whole_release_expand_then_contract() {
         handle.join().unwrap();
     }
     assert_eq!(
-        pg.psql("SELECT count(*) FROM notes WHERE name LIKE '% load %'"),
+        pg.psql_output(
+            "postgres",
+            "SELECT count(*) FROM notes WHERE name LIKE '% load %'"
+        ),
         "60\n"
     );
     assert_eq!(v1.stats().1, 0);
@@ -106,14 +113,14 @@ fn a_whole_release_expand_then_contract() {
 
     // v1 is retired; then v2's data migration backfills.
     drop(v1);
-    pg.psql(V2_BACKFILL);
+    pg.psql("postgres", V2_BACKFILL);
     assert_eq!(
-        pg.psql("SELECT count(*) FROM notes WHERE title IS NULL"),
+        pg.psql_output("postgres", "SELECT count(*) FROM notes WHERE title IS NULL"),
         "0\n"
     );
 
     // v3 rolls out, before its contract: it leaves the nullable `name` out.
-    let v3 = App::start(&pg.url("postgres"), "v3");
+    let v3 = App::start(&pg.tcp_url("postgres", "postgres"), "v3");
     let posted = v3.post("/api/notes", "from v3");
     assert_eq!(posted.status, 201, "{posted:?}");
     let listing = posted.listing();
@@ -123,9 +130,10 @@ fn a_whole_release_expand_then_contract() {
     let (id, title) = listing.newest();
     assert_eq!(title, Some("from v3"));
     assert_eq!(
-        pg.psql(&format!(
-            "SELECT name IS NULL, title FROM notes WHERE id = {id}"
-        )),
+        pg.psql_output(
+            "postgres",
+            &format!("SELECT name IS NULL, title FROM notes WHERE id = {id}")
+        ),
         "t|from v3\n"
     );
     // v2, still serving alongside, reads it through the coalesce.
@@ -133,14 +141,14 @@ fn a_whole_release_expand_then_contract() {
 
     // v2 is retired; then v3's contract.
     drop(v2);
-    pg.psql(V3_CONTRACT);
+    pg.psql("postgres", V3_CONTRACT);
     assert_eq!(v3.add("after contract").newest().1, Some("after contract"));
     assert_eq!(v3.list().titles()[1], Some("from v3"));
     assert_eq!(v3.stats().1, 0);
 
     // What the contract check prevents: v1 on the contracted schema. Its
     // health check passes (SELECT 1), every notes request fails.
-    let v1 = App::start(&pg.url("postgres"), "v1");
+    let v1 = App::start(&pg.tcp_url("postgres", "postgres"), "v1");
     assert_eq!(v1.get("/healthz").status, 200);
     let (_, errors) = v1.stats();
     assert_eq!(errors, 0);

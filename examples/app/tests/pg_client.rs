@@ -12,15 +12,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::app::{App, PATIENCE, V1_CREATE, V2_EXPAND};
-use support::Pg;
+use zdd_e2e::postgres::Pg;
 
 /// A statement that fails on the server costs that request only: the
 /// connection is dropped, the next request gets a good one, and the pool
 /// keeps reusing connections.
 #[test]
 fn a_server_error_leaves_the_pool_usable() {
-    let pg = Pg::start();
-    let app = App::start(&pg.url("postgres"), "v1");
+    let pg = Pg::start_loopback();
+    let app = App::start(&pg.tcp_url("postgres", "postgres"), "v1");
 
     let failed = app.get("/api/notes");
     assert_eq!(failed.status, 500);
@@ -31,7 +31,7 @@ fn a_server_error_leaves_the_pool_usable() {
     assert_eq!(app.stats(), (1, 1));
     assert_eq!(app.get("/healthz").status, 200);
 
-    pg.psql(V1_CREATE);
+    pg.psql("postgres", V1_CREATE);
     assert_eq!(app.add("hello").notes, [(1, Some("hello".into()))]);
     for i in 0..20 {
         assert_eq!(app.add(&format!("note {i}")).notes.len(), 5.min(i + 2));
@@ -43,7 +43,8 @@ fn a_server_error_leaves_the_pool_usable() {
     // dropped may take a moment to go.)
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let backends = pg.psql(
+        let backends = pg.psql_output(
+            "postgres",
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'zdd-example-app'",
         );
         if backends == "1\n" {
@@ -79,10 +80,10 @@ fn a_server_error_leaves_the_pool_usable() {
 /// stored exactly so.
 #[test]
 fn text_round_trips() {
-    let pg = Pg::start();
-    pg.psql(V1_CREATE);
-    pg.psql(V2_EXPAND);
-    let app = App::start(&pg.url("postgres"), "v2");
+    let pg = Pg::start_loopback();
+    pg.psql("postgres", V1_CREATE);
+    pg.psql("postgres", V2_EXPAND);
+    let app = App::start(&pg.tcp_url("postgres", "postgres"), "v2");
     let texts = [
         r#"it's "quoted" and 'twice'' "#,
         r"back\slash \\ \' \n \x41 E'\047'",
@@ -103,14 +104,15 @@ fn text_round_trips() {
         ] {
             let (id, title) = listing.newest();
             assert_eq!(title, Some(text), "{how}");
-            let stored = pg.psql(&format!(
-                "SELECT name = title, title FROM notes WHERE id = {id}"
-            ));
+            let stored = pg.psql_output(
+                "postgres",
+                &format!("SELECT name = title, title FROM notes WHERE id = {id}"),
+            );
             assert_eq!(stored, format!("t|{text}\n"), "{how}");
         }
     }
     assert_eq!(
-        pg.psql("SELECT count(*) FROM notes"),
+        pg.psql_output("postgres", "SELECT count(*) FROM notes"),
         format!("{}\n", 2 * texts.len())
     );
     assert_eq!(app.stats().1, 0);
@@ -120,23 +122,19 @@ fn text_round_trips() {
 /// a server whose string literals would not mean what the app's do.
 #[test]
 fn only_trust_authentication_and_standard_strings() {
-    let pg = Pg::start();
-    pg.psql("CREATE ROLE scram LOGIN PASSWORD 'pw'");
-    pg.psql("SET password_encryption = 'md5'; CREATE ROLE md5 LOGIN PASSWORD 'pw'");
-    pg.psql("CREATE ROLE clear LOGIN PASSWORD 'pw'");
+    let pg = Pg::start_loopback();
+    pg.psql("postgres", "CREATE ROLE scram LOGIN PASSWORD 'pw'");
+    pg.psql(
+        "postgres",
+        "SET password_encryption = 'md5'; CREATE ROLE md5 LOGIN PASSWORD 'pw'",
+    );
+    pg.psql("postgres", "CREATE ROLE clear LOGIN PASSWORD 'pw'");
     // The first matching line wins: these go before initdb's trust lines.
-    let hba = pg.data_dir().join("pg_hba.conf");
-    let lines = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!(
-            "host all scram 127.0.0.1/32 scram-sha-256\n\
-             host all md5 127.0.0.1/32 md5\n\
-             host all clear 127.0.0.1/32 password\n{lines}"
-        ),
-    )
-    .unwrap();
-    pg.psql("SELECT pg_reload_conf()");
+    pg.pg_hba_prepend(
+        "host all scram 127.0.0.1/32 scram-sha-256\n\
+         host all md5 127.0.0.1/32 md5\n\
+         host all clear 127.0.0.1/32 password\n",
+    );
 
     for (user, method) in [
         ("scram", "SASL (SCRAM-SHA-256)"),
@@ -144,7 +142,7 @@ fn only_trust_authentication_and_standard_strings() {
         ("clear", "cleartext password"),
     ] {
         // The password is accepted in the URL, but never sent.
-        let url = format!("postgres://{user}:pw@127.0.0.1:{}/postgres", pg.port);
+        let url = pg.tcp_url(&format!("{user}:pw"), "postgres");
         let app = App::start(&url, "v1");
         let expected = format!(
             "the server asks for {method} authentication, but the example app's \
@@ -173,8 +171,11 @@ fn only_trust_authentication_and_standard_strings() {
 
     // With standard_conforming_strings off, a backslash in a literal would
     // be an escape: the app refuses to query rather than mis-escape.
-    pg.psql("ALTER DATABASE postgres SET standard_conforming_strings = off");
-    let app = App::start(&pg.url("postgres"), "v1");
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE postgres SET standard_conforming_strings = off",
+    );
+    let app = App::start(&pg.tcp_url("postgres", "postgres"), "v1");
     let health = app.get("/healthz");
     assert_eq!(health.status, 503);
     assert!(
