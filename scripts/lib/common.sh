@@ -4,6 +4,10 @@
 
 say() { printf '%s: %s\n' "${ZDD_SCRIPT:-zdd}" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# usage: the script's header comment, from line 2 to its `set -…` line, as --help.
+usage() { sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+# usage_error MESSAGE: exit 2 (nothing was changed), pointing at --help.
+usage_error() { say "error: $*"; say "see: ${ZDD_SCRIPT:-$0} --help"; exit 2; }
 
 is_root() { [ "$(id -u)" = 0 ]; }
 # as_root COMMAND...: run COMMAND as root (through sudo unless we are root).

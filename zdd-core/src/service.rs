@@ -69,7 +69,7 @@ impl Service {
             return Ok(service);
         }
         let projects = compose_projects_with(docker, name).await?;
-        if projects.is_empty() || !service.containers(docker, true).await?.is_empty() {
+        if projects.is_empty() || service.has_any(docker).await? {
             return Ok(service);
         }
         Err(Error::Usage(format!(
@@ -83,6 +83,24 @@ impl Service {
         )))
     }
 
+    /// Whether the engine has any container of this service, running or
+    /// not (from the listing's labels; nothing is inspected).
+    async fn has_any(&self, docker: &Docker) -> Result<bool> {
+        let key = self.label_key();
+        let listed = docker::containers_labelled(docker, key, &self.name, true).await?;
+        Ok(listed
+            .iter()
+            .any(|c| c.labels.as_ref().is_some_and(|l| self.owns(l))))
+    }
+
+    /// The label a container of this service is listed by.
+    fn label_key(&self) -> &'static str {
+        match self.project {
+            None => labels::SERVICE,
+            Some(_) => labels::compose::SERVICE,
+        }
+    }
+
     /// The replicas of this service, oldest first, inspected. With
     /// `include_stopped`, containers that are not running are listed too.
     pub async fn containers(
@@ -90,10 +108,7 @@ impl Service {
         docker: &Docker,
         include_stopped: bool,
     ) -> Result<Vec<ContainerInspectResponse>> {
-        let key = match self.project {
-            None => labels::SERVICE,
-            Some(_) => labels::compose::SERVICE,
-        };
+        let key = self.label_key();
         let mut ids = BTreeMap::new();
         for summary in docker::containers_labelled(docker, key, &self.name, include_stopped).await?
         {

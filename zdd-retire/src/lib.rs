@@ -77,10 +77,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
             "refusing to retire the {} containers: {why}; nothing was touched",
             args.role.as_str()
         ));
-        let mut out = RecordWriter::stdout();
-        for record in &records {
-            out.pass(record)?;
-        }
+        RecordWriter::stdout().containers_updated(&records, &HashMap::new())?;
         Ok(Outcome::StepFailed)
     };
     let evidence = match args.role {

@@ -207,9 +207,9 @@ impl Router {
     }
 
     /// Makes the servers of the items with `action` ready (adding those
-    /// missing) and waits until HAProxy reports them UP. Returns the
-    /// indexes of the items that are UP.
-    fn bring_up(&mut self, items: &[Item], action: Action) -> HashSet<usize> {
+    /// missing) and waits until HAProxy reports them UP; the report says
+    /// which are (`routed`).
+    fn bring_up(&mut self, items: &[Item], action: Action) {
         let mut waiting: Waiting = Vec::new();
         for item in items.iter().filter(|i| i.action == action) {
             match self.ensure_in_service(item) {
@@ -223,11 +223,9 @@ impl Router {
                 }
             }
         }
-        let mut up = HashSet::new();
         for (item, result) in self.wait_up(&waiting) {
             match result {
                 Ok(()) => {
-                    up.insert(item.index);
                     self.report.success(item, |r| {
                         r.routed = Some(true);
                         if action == Action::Restore {
@@ -248,7 +246,6 @@ impl Router {
                 }
             }
         }
-        up
     }
 
     /// The servers of the backend that have `address`.

@@ -42,9 +42,10 @@ pub async fn write_records(dir: &Path, progress: Progress) -> Result<Outcome> {
     };
     let docker = docker::connect().await?;
     let service = Service::new(&info.service, info.project.clone());
-    let unrecorded = unrecorded_replicas(&docker, &service, &info.run, &records).await?;
+    let containers = jsonl::containers(&records)?;
+    let unrecorded = unrecorded_replicas(&docker, &service, &info.run, &containers).await?;
 
-    let has_containers = records.iter().any(Record::is_container) || !unrecorded.is_empty();
+    let has_containers = !containers.is_empty() || !unrecorded.is_empty();
     if !has_containers {
         progress.info(format_args!(
             "run {}: it started no container; nothing to roll back",
@@ -67,7 +68,6 @@ pub async fn write_records(dir: &Path, progress: Progress) -> Result<Outcome> {
         ));
     }
 
-    let containers = jsonl::containers(&records)?;
     let all: Vec<&ContainerRecord> = containers
         .iter()
         .map(|(_, c)| c)
@@ -150,17 +150,17 @@ async fn unrecorded_replicas(
     docker: &Docker,
     service: &Service,
     run: &str,
-    records: &[Record],
+    recorded: &[(usize, ContainerRecord)],
 ) -> Result<Vec<ContainerRecord>> {
-    let known: HashSet<String> = jsonl::containers(records)?
-        .into_iter()
-        .map(|(_, c)| c.id)
-        .collect();
+    let known: HashSet<&str> = recorded.iter().map(|(_, c)| c.id.as_str()).collect();
     let listed = docker::containers_labelled(docker, labels::RUN, run, true).await?;
     let mut found = Vec::new();
     for summary in listed {
         let owned = summary.labels.as_ref().is_some_and(|l| service.owns(l));
-        let Some(id) = summary.id.filter(|id| owned && !known.contains(id)) else {
+        let Some(id) = summary
+            .id
+            .filter(|id| owned && !known.contains(id.as_str()))
+        else {
             continue;
         };
         let inspect = match docker.inspect_container(&id, None).await {

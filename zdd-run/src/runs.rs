@@ -15,7 +15,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use zdd_core::cli::Progress;
 use zdd_core::record::Role;
 use zdd_core::{jsonl, time, Error, Result};
@@ -313,11 +312,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .map_err(|e| Error::Failed(format!("writing {}: {e}", path.display())))
 }
 
-/// A summary as JSON, for tests and tools that read it back.
-pub fn to_value(summary: &Summary) -> Value {
-    serde_json::to_value(summary).expect("a summary serializes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,7 +389,7 @@ mod tests {
         )
         .unwrap();
         let text = fs::read_to_string(dir.join("summary.json")).unwrap();
-        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(parsed["service"], "api\"\\\n");
         assert_eq!(parsed["to_release"], "r\"2");
         assert_eq!(parsed["result"], "rolled-back");
@@ -405,7 +399,7 @@ mod tests {
             2,
             "ended steps only"
         );
-        assert_eq!(parsed, to_value(&summary));
+        assert_eq!(parsed, serde_json::to_value(&summary).unwrap());
         fs::remove_dir_all(&runs).unwrap();
     }
 
