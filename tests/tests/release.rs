@@ -199,6 +199,7 @@ fn v1_v2_v3_under_load_every_version_works_against_every_schema_it_meets() {
     let spec = ["--replicas", "2", "--spec", stage.spec.to_str().unwrap()];
     let v1 = stage.release("v1", "v1", 1, &[], &spec);
     v1.expect_code(0);
+    assert_eq!(record(&v1)["type"], "release_run");
     assert_eq!(record(&v1)["result"], "released");
     let nginx = stage.nginx();
     assert_eq!(frontend_of(&nginx), "frontend v1");

@@ -88,7 +88,7 @@ pub enum Command {
     ///
     /// SOURCE is a build folder, or IMAGE:/path to copy the build out of a
     /// built image (the image is never run or pulled). Writes one
-    /// `asset-release` record. The same build published again reuses its
+    /// `asset_release` record. The same build published again reuses its
     /// release.
     #[command(after_help = zdd_core::exit::HELP)]
     Publish {
@@ -115,7 +115,7 @@ pub enum Command {
     ///
     /// RELEASE is a release id, a unique prefix of one or of its hash
     /// part, or `previous` (the release live before the current one).
-    /// Writes one `asset-release` record.
+    /// Writes one `asset_release` record.
     #[command(after_help = zdd_core::exit::HELP)]
     Activate {
         release: String,
@@ -127,7 +127,7 @@ pub enum Command {
     },
     /// List the releases, oldest first: which is live, when each was live.
     ///
-    /// Writes one `asset-release` record per release.
+    /// Writes one `asset_release` record per release.
     #[command(after_help = zdd_core::exit::HELP)]
     List {
         #[command(flatten)]
@@ -138,7 +138,7 @@ pub enum Command {
     /// A release is deleted only when it is outside the newest N and also
     /// stopped being live (or, never live, was created) more than
     /// --min-age ago. The live release is never deleted. Writes one
-    /// `asset-prune` record per release and pool file deleted, then a
+    /// `asset_prune` record per release and pool file deleted, then a
     /// summary.
     #[command(after_help = zdd_core::exit::HELP)]
     Prune {

@@ -1,8 +1,8 @@
 //! The records `zdd-assets` writes (JSON Lines on stdout).
 //!
-//! `asset-release` describes one release; `publish`, `activate` and `list`
+//! `asset_release` describes one release; `publish`, `activate` and `list`
 //! all write it, each with the fields it knows, so one `jq` filter reads
-//! them all. `asset-prune` says what `prune` deleted (or, with
+//! them all. `asset_prune` says what `prune` deleted (or, with
 //! `--dry-run`, would delete). The schema is documented in the crate's
 //! README.
 
@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use crate::rewrite::Warning;
 
-pub const RELEASE: &str = "asset-release";
-pub const PRUNE: &str = "asset-prune";
+pub const RELEASE: &str = "asset_release";
+pub const PRUNE: &str = "asset_prune";
 
-/// `"type": "asset-release"`.
+/// `"type": "asset_release"`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReleaseRecord {
     /// `20250102T030405Z-<12 hex of the manifest's sha256>`.
@@ -74,7 +74,7 @@ pub struct Period {
     pub until: Option<String>,
 }
 
-/// `"type": "asset-prune"`: one release or pool file deleted (or that
+/// `"type": "asset_prune"`: one release or pool file deleted (or that
 /// would be), or the summary that ends the output.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

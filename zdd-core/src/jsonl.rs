@@ -131,7 +131,14 @@ fn parse_line(line: usize, text: &str) -> Result<Record> {
         return Err(Error::input_at(line, "a record must be a JSON object"));
     };
     match object.get("type") {
-        Some(Value::String(_)) => {}
+        Some(Value::String(kind)) => {
+            if let Some(now) = record::respelled(kind) {
+                return Err(Error::input_at(
+                    line,
+                    format!("record type `{kind}` is spelled `{now}` now (zdd's record types are snake_case; docs/protocol.md)"),
+                ));
+            }
+        }
         Some(_) => return Err(Error::input_at(line, "`type` must be a string")),
         None => return Err(Error::input_at(line, "record has no `type` field")),
     }
@@ -259,6 +266,14 @@ mod tests {
             Error::Input { line, .. } => line,
             other => panic!("expected an input error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_old_spelling_of_a_record_type_is_an_input_error_naming_the_new_one() {
+        let err =
+            read("{\"type\":\"x\"}\n{\"type\":\"asset-release\",\"id\":\"r\"}\n").unwrap_err();
+        assert!(matches!(err, Error::Input { line: Some(2), .. }), "{err:?}");
+        assert!(err.to_string().contains("`asset_release`"), "{err}");
     }
 
     #[test]

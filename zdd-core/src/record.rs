@@ -190,6 +190,23 @@ pub mod kind {
 }
 
 /// Serializes `body` as a record of type `kind`, `"type"` first.
+/// Record types zdd once spelled differently: read as an input error naming
+/// today's spelling, so an old records file is not silently passed through
+/// as a type nothing acts on. Every zdd record type is snake_case
+/// (`asset_release`, `migration_status`), like the fields.
+const RESPELLED: &[(&str, &str)] = &[
+    ("asset-release", "asset_release"),
+    ("asset-prune", "asset_prune"),
+];
+
+/// Today's spelling of a record type zdd once spelled `kind`.
+pub fn respelled(kind: &str) -> Option<&'static str> {
+    RESPELLED
+        .iter()
+        .find(|(old, _)| *old == kind)
+        .map(|(_, now)| *now)
+}
+
 pub fn to_object<T: Serialize>(kind: &str, body: &T) -> Map<String, Value> {
     let mut object = Map::new();
     object.insert("type".into(), Value::String(kind.into()));
