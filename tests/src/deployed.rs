@@ -183,6 +183,7 @@ pub fn bin_with_wrapper(sandbox: &Sandbox, tool: &str, script: &str) -> PathBuf 
         "zdd-retire",
         "zdd-ps",
         "zdd-run",
+        "zdd-releases",
     ] {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);

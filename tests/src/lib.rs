@@ -276,6 +276,15 @@ pub fn deploy_command(
     pipeline_command("zdd-deploy", sandbox, haproxy, context, extra)
 }
 
+/// `scripts/zdd-deploy` for the sandbox's service through `haproxy` with
+/// no build context: `extra` says which release (`--release REL`,
+/// `--rollback`).
+pub fn redeploy_command(sandbox: &Sandbox, haproxy: &Haproxy, extra: &[&str]) -> Command {
+    let mut command = pipeline_base("zdd-deploy", sandbox, haproxy);
+    command.args(extra);
+    command
+}
+
 /// `scripts/SCRIPT` (zdd-deploy, or zdd-release, which passes these
 /// options on to zdd-deploy) for the sandbox's service through `haproxy`.
 pub fn pipeline_command(
@@ -285,6 +294,13 @@ pub fn pipeline_command(
     context: &Path,
     extra: &[&str],
 ) -> Command {
+    let mut command = pipeline_base(script, sandbox, haproxy);
+    command.args(extra).arg(context);
+    command
+}
+
+/// `scripts/SCRIPT` with the options every pipeline test passes.
+fn pipeline_base(script: &str, sandbox: &Sandbox, haproxy: &Haproxy) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut command = Command::new(root.join("scripts").join(script));
     command
@@ -307,8 +323,6 @@ pub fn pipeline_command(
         .arg(&haproxy.socket)
         .arg("--runs-dir")
         .arg(sandbox.dir.join("runs"))
-        .args(extra)
-        .arg(context)
         .stdin(Stdio::null());
     command
 }

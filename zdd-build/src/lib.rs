@@ -72,7 +72,8 @@ image is tagged REPO:RELEASE. If that image already exists with a matching \
 zdd.context-hash label, nothing is built (\"already built, skipping\"). \
 Otherwise the same bytes are sent to the engine's build API (classic \
 builder, intermediate containers removed), labelled \
-zdd.context-hash=sha256:HASH (never zdd.service: a container someone runs \
+zdd.context-hash=sha256:HASH and, with --service S, zdd.built-for=S (never \
+zdd.service: a container someone runs \
 by hand from the image must not pass for a replica); the build log goes to \
 stderr (silenced by -q). The engine is found through DOCKER_HOST.
 
@@ -423,7 +424,10 @@ async fn existing(
 /// A build error is a failed step carrying the engine's message.
 async fn build(docker: &Docker, plan: &mut Plan, progress: &Progress) -> Result<()> {
     let image = plan.image();
-    let image_labels = HashMap::from([(labels::CONTEXT_HASH.to_owned(), plan.context_hash())]);
+    let mut image_labels = HashMap::from([(labels::CONTEXT_HASH.to_owned(), plan.context_hash())]);
+    if let Some(service) = &plan.service {
+        image_labels.insert(labels::BUILT_FOR.to_owned(), service.clone());
+    }
     let build_args: HashMap<String, String> = plan.inputs.build_args.clone().into_iter().collect();
     let mut options = BuildImageOptionsBuilder::new()
         .dockerfile(&plan.inputs.dockerfile)

@@ -19,6 +19,10 @@ pub const RUN: &str = "zdd.run";
 pub const ONEOFF: &str = "zdd.oneoff";
 /// On images built by `zdd-build`: the full sha256 of the build context.
 pub const CONTEXT_HASH: &str = "zdd.context-hash";
+/// On images built by `zdd-build --service S`: the service it was built
+/// for, so `zdd-releases` can list and prune a service's releases. Never
+/// `zdd.service`: a container run by hand from the image is no replica.
+pub const BUILT_FOR: &str = "zdd.built-for";
 
 /// Docker Compose (v1 and v2) labels, so a service started with
 /// `docker-compose up` is adopted.

@@ -17,6 +17,7 @@
 //!   for "a rollback may withdraw the new replicas";
 //! - [`error`] and [`exit`]: one error type and the documented exit codes;
 //! - [`time`]: UTC timestamps and `user@host`, for records;
+//! - [`table`]: the `docker ps`-like tables of `--table`;
 //! - [`cli`]: the thin `main` every tool shares (progress on stderr, quiet
 //!   broken pipes, error to exit code).
 
@@ -31,6 +32,7 @@ pub mod labels;
 pub mod names;
 pub mod record;
 pub mod service;
+pub mod table;
 pub mod time;
 
 pub use error::{Error, Result};

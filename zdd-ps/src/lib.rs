@@ -18,6 +18,7 @@ use zdd_core::docker;
 use zdd_core::jsonl::RecordWriter;
 use zdd_core::record::{ContainerRecord, Role};
 use zdd_core::service::Service;
+use zdd_core::table;
 use zdd_core::Result;
 
 /// List the containers of a service as JSON Lines `container` records
@@ -92,38 +93,18 @@ pub async fn run(args: Args) -> Result<Outcome> {
 /// value the record does not have is `-`, and a container without a name
 /// shows its short id. Every line ends with `\n`, none with spaces.
 pub fn table(records: &[ContainerRecord]) -> String {
-    const HEADER: [&str; 4] = ["NAME", "RELEASE", "STATE", "ADDRESS"];
-    const GAP: usize = 3;
-    let or_dash = |value: &Option<String>| value.as_deref().unwrap_or("-").to_owned();
-    let rows: Vec<[String; 4]> = records
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.label().to_owned(),
-                or_dash(&r.release),
-                or_dash(&r.state),
-                or_dash(&r.address),
+                table::or_dash(r.release.as_deref()),
+                table::or_dash(r.state.as_deref()),
+                table::or_dash(r.address.as_deref()),
             ]
         })
         .collect();
-    let mut widths = HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    let header = HEADER.map(str::to_owned);
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(widths) {
-            // `width$` pads by characters, as the widths are counted.
-            line.push_str(&format!("{cell:<width$}", width = width + GAP));
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    table::render(&["NAME", "RELEASE", "STATE", "ADDRESS"], &rows)
 }
 
 #[cfg(test)]

@@ -12,8 +12,11 @@
 //!   by something that escapes JSON; runs that never finished (killed);
 //! - [`rollback`]: which records a rollback starts from, including replicas
 //!   a killed step started but never wrote down, and whether there is
-//!   still an old release to go back to.
+//!   still an old release to go back to;
+//! - [`history`]: `zdd-history`, every deploy of a service from its run
+//!   folders (the crate's second binary).
 
+pub mod history;
 pub mod lock;
 pub mod rollback;
 pub mod runs;

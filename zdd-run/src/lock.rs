@@ -14,7 +14,7 @@
 //! it (pid, run, user, host, folder), for the refusal message.
 
 use std::fs;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -103,14 +103,62 @@ pub fn take(args: &LockArgs, progress: Progress) -> Result<Outcome> {
             args.fd
         ))
     })?;
-    let owner_path = owner_file(&path);
-    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let wait = Duration::from_secs(args.wait);
+    let holder = Holder {
+        pid: args.pid,
+        run: args.run.clone(),
+    };
+    acquire(args.fd, &path, &args.service, wait, holder, progress)?;
+    Ok(Outcome::Success)
+}
+
+/// Takes the lock of `service` for this process, waiting up to `wait`:
+/// held until the returned file is dropped or the process ends. For a
+/// tool that changes a service outside a deploy (`zdd-releases prune`).
+pub async fn hold(service: &ServiceArgs, wait: Duration, progress: Progress) -> Result<fs::File> {
+    let path = lock_file(&state::state_dir()?, service).await?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::Usage(format!("cannot open the lock {}: {e}", path.display())))?;
+    let holder = Holder {
+        pid: std::process::id(),
+        run: None,
+    };
+    acquire(
+        file.as_raw_fd(),
+        &path,
+        &service.service,
+        wait,
+        holder,
+        progress,
+    )?;
+    Ok(file)
+}
+
+/// Who takes a lock: the process that holds it afterwards, and its run.
+struct Holder {
+    pid: u32,
+    run: Option<String>,
+}
+
+fn acquire(
+    fd: RawFd,
+    path: &Path,
+    service: &str,
+    wait: Duration,
+    holder: Holder,
+    progress: Progress,
+) -> Result<()> {
+    let owner_path = owner_file(path);
+    let deadline = Instant::now() + wait;
     let mut told = false;
     loop {
-        if try_lock(args.fd)? {
+        if try_lock(fd)? {
             let owner = Owner {
-                pid: args.pid,
-                run: args.run.clone(),
+                pid: holder.pid,
+                run: holder.run,
                 user: time::user(),
                 host: time::host(),
                 cwd: std::env::current_dir()
@@ -121,20 +169,19 @@ pub fn take(args: &LockArgs, progress: Progress) -> Result<Outcome> {
             let text = serde_json::to_string(&owner).expect("an owner serializes");
             fs::write(&owner_path, text + "\n")
                 .map_err(|e| Error::Failed(format!("writing {}: {e}", owner_path.display())))?;
-            return Ok(Outcome::Success);
+            return Ok(());
         }
         let holder = describe_holder(&owner_path);
         if Instant::now() >= deadline {
             return Err(Error::Usage(format!(
-                "another deploy of {} is running: {holder} (lock {}); wait for it, or pass --lock-wait SECONDS",
-                args.service,
+                "another deploy of {service} is running: {holder} (lock {}); wait for it, or pass --lock-wait SECONDS",
                 path.display()
             )));
         }
         if !told {
             progress.info(format_args!(
-                "waiting up to {}s for another deploy of {}: {holder}",
-                args.wait, args.service
+                "waiting up to {}s for another deploy of {service}: {holder}",
+                wait.as_secs()
             ));
             told = true;
         }
@@ -194,7 +241,7 @@ pub fn describe_holder(owner_path: &Path) -> String {
 }
 
 /// Whether a process with this pid exists (kill(pid, 0)).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

@@ -75,6 +75,20 @@ pub fn step_lines(dir: &Path) -> Vec<StepLine> {
         .collect()
 }
 
+/// The steps of `lines` that ended, in order.
+pub fn ended_steps(lines: Vec<StepLine>) -> Vec<StepRun> {
+    lines
+        .into_iter()
+        .filter_map(|line| {
+            Some(StepRun {
+                exit: line.exit?,
+                seconds: line.seconds.unwrap_or_default(),
+                step: line.step,
+            })
+        })
+        .collect()
+}
+
 /// `summary.json`: how a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -196,16 +210,7 @@ pub fn info(dir: &Path) -> Result<RunInfo> {
 /// Writes `summary.json` and says how the run ended.
 pub fn finish(args: &FinishArgs, progress: Progress) -> Result<Summary> {
     let info = info(&args.run)?;
-    let steps = step_lines(&args.run)
-        .into_iter()
-        .filter_map(|line| {
-            Some(StepRun {
-                exit: line.exit?,
-                seconds: line.seconds.unwrap_or_default(),
-                step: line.step,
-            })
-        })
-        .collect();
+    let steps = ended_steps(step_lines(&args.run));
     let now = time::now_ms();
     let summary = Summary {
         result: args.result.clone(),
@@ -246,29 +251,53 @@ pub fn describe(summary: &Summary, dir: &Path) -> String {
     )
 }
 
+/// A run folder of a service, read.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    pub info: RunInfo,
+    /// Whether it has a `summary.json`: a run without one never finished.
+    pub finished: bool,
+    /// `summary.json`, when it parses.
+    pub summary: Option<Summary>,
+}
+
+/// The run folders of `service` in `runs`, oldest first; none when the
+/// folder does not exist. Folders that are not runs are left out.
+pub fn of_service(runs: &Path, service: &ServiceArgs) -> Vec<RunFolder> {
+    let Ok(entries) = fs::read_dir(runs) else {
+        return Vec::new();
+    };
+    let mut found: Vec<RunFolder> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            let info = info(&dir).ok()?;
+            (info.service == service.service && info.project == service.project).then(|| {
+                let text = fs::read_to_string(dir.join("summary.json"));
+                RunFolder {
+                    finished: text.is_ok(),
+                    summary: text.ok().and_then(|t| serde_json::from_str(&t).ok()),
+                    info,
+                    dir,
+                }
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| (a.info.started_ms, &a.info.run).cmp(&(b.info.started_ms, &b.info.run)));
+    found
+}
+
 /// The run folders of the service that have no `summary.json`, oldest first.
 pub fn unfinished(args: &UnfinishedArgs) -> Result<Vec<PathBuf>> {
     let runs = runs_dir(args.runs_dir.as_deref())?;
-    let Ok(entries) = fs::read_dir(&runs) else {
-        return Ok(Vec::new());
-    };
     let except = args.except.as_ref().and_then(|e| fs::canonicalize(e).ok());
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if dir.join("summary.json").exists() {
-            continue;
-        }
-        if except.is_some() && fs::canonicalize(&dir).ok() == except {
-            continue;
-        }
-        let Ok(info) = info(&dir) else { continue };
-        if info.service == args.service.service && info.project == args.service.project {
-            found.push((info.started_ms, dir));
-        }
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, dir)| dir).collect())
+    Ok(of_service(&runs, &args.service)
+        .into_iter()
+        .filter(|run| !run.finished)
+        .filter(|run| except.is_none() || fs::canonicalize(&run.dir).ok() != except)
+        .map(|run| run.dir)
+        .collect())
 }
 
 /// The records of a step's output file, if it is complete.
@@ -279,7 +308,7 @@ pub fn complete_records(path: &Path) -> Option<Vec<jsonl::Record>> {
 }
 
 /// The release of the image record (`01-image.jsonl`).
-fn to_release(dir: &Path) -> Option<String> {
+pub fn to_release(dir: &Path) -> Option<String> {
     complete_records(&dir.join("01-image.jsonl"))?
         .iter()
         .find(|r| r.is_image())
@@ -288,7 +317,7 @@ fn to_release(dir: &Path) -> Option<String> {
 }
 
 /// The release the running old replicas had when zdd-scale listed them.
-fn from_release(dir: &Path) -> Option<String> {
+pub fn from_release(dir: &Path) -> Option<String> {
     let records = complete_records(&dir.join("02-scaled.jsonl"))?;
     let containers = jsonl::containers(&records).ok()?;
     let mut fallback = None;
