@@ -121,7 +121,12 @@ fn rollback_and_an_earlier_release_deploy_without_a_build_under_load() {
     assert_eq!(rollback_summary["from_release"], v3.as_str());
     assert_eq!(rollback_summary["to_release"], v2.as_str());
 
-    let v1_again = redeploy(&sandbox, &haproxy, &["--release", &v1[..8]]);
+    // Quiet, with retention: the tools' -q and zdd-releases prune in the run.
+    let v1_again = redeploy(
+        &sandbox,
+        &haproxy,
+        &["-q", "--keep", "5", "--release", &v1[..8]],
+    );
     v1_again.expect_code(0);
     std::thread::sleep(Duration::from_millis(300));
     let load = load.stop();

@@ -1,6 +1,6 @@
 //! Durations on the command line, written as Docker writes them: `10s`,
-//! `500ms`, `1m30s`, `2h`. A bare number means seconds, like
-//! `docker stop -t 10`.
+//! `500ms`, `1m30s`, `2h`, and for retention ages `7d`. A bare number
+//! means seconds, like `docker stop -t 10`.
 
 use std::time::Duration;
 
@@ -36,9 +36,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             unit => {
                 return Err(format!(
-                    "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                    "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
                 ))
             }
         };
@@ -63,6 +64,7 @@ mod tests {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("7d").unwrap(), Duration::from_secs(7 * 86_400));
     }
 
     #[test]

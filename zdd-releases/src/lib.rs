@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use zdd_core::cli::{CommonArgs, Outcome, Progress};
+use zdd_core::cli::{Outcome, Progress};
 use zdd_core::jsonl::RecordWriter;
 use zdd_core::record::ImageRecord;
 use zdd_core::service::Service;
@@ -47,7 +47,6 @@ use crate::catalog::{Attempt, Lineage, Release};
     name = "zdd-releases",
     version,
     after_help = EXIT_HELP,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Args {
@@ -60,6 +59,10 @@ pub struct Args {
     /// A table for people instead of JSON Lines.
     #[arg(long)]
     pub table: bool,
+
+    /// Print no progress on stderr (errors are still printed).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 const EXIT_HELP: &str = "\
@@ -98,8 +101,6 @@ pub struct Which {
     /// Where run folders are (default: STATE/runs).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub common: CommonArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -146,10 +147,6 @@ impl Which {
             project: self.project.clone(),
         }
     }
-
-    fn progress(&self) -> Progress {
-        Progress::new("zdd-releases", self.common.quiet)
-    }
 }
 
 /// A service's releases, with the run folders and lineage they came from.
@@ -182,6 +179,7 @@ pub async fn catalog(docker: &bollard::Docker, which: &Which) -> Result<Catalog>
 }
 
 pub async fn run(args: Args) -> Result<Outcome> {
+    let progress = Progress::new("zdd-releases", args.quiet);
     let docker = docker::connect().await?;
     match args.command {
         None => {
@@ -196,14 +194,17 @@ pub async fn run(args: Args) -> Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
-        Some(Command::Image(image)) => write_image(&docker, &image).await,
-        Some(Command::Prune(prune)) => prune_service(&docker, &prune).await,
+        Some(Command::Image(image)) => write_image(&docker, &image, progress).await,
+        Some(Command::Prune(prune)) => prune_service(&docker, &prune, progress).await,
     }
 }
 
 /// `zdd-releases image`.
-async fn write_image(docker: &bollard::Docker, args: &ImageArgs) -> Result<Outcome> {
-    let progress = args.which.progress();
+async fn write_image(
+    docker: &bollard::Docker,
+    args: &ImageArgs,
+    progress: Progress,
+) -> Result<Outcome> {
     let catalog = catalog(docker, &args.which).await?;
     let service = args.which.service_args().service;
     let release = match (&args.release, args.previous) {
@@ -321,8 +322,11 @@ pub enum Pruned {
 }
 
 /// `zdd-releases prune`.
-async fn prune_service(docker: &bollard::Docker, args: &PruneArgs) -> Result<Outcome> {
-    let progress = args.which.progress();
+async fn prune_service(
+    docker: &bollard::Docker,
+    args: &PruneArgs,
+    progress: Progress,
+) -> Result<Outcome> {
     let service = args.which.service_args();
     let _lock = match args.no_lock {
         true => None,
