@@ -15,8 +15,15 @@
 #               release folder, syncfs, switch)
 #   unchanged   publish the same build again (stat cache; nothing written)
 #   rehash      the same with --rehash (every file read and hashed again)
+#   1% changed  a second build with 100 of the files changed (34 images,
+#               33 chunks, 33 unreferenced files), published beside the
+#               first: its time, and the root's disk use (`du`, which
+#               counts a hard-linked file once) against one release's
 #
-# Aims (issue 4): cold <= 1.2x sha256sum; unchanged <= 0.3x cold.
+# Aims (issues 4, 14): cold <= 1.2x sha256sum; unchanged <= 0.3x cold;
+# two releases <= 1.05x the disk of one.
+#
+# ZDD_ASSETS_BIN=PATH measures that binary instead of building this tree.
 #
 # Why a loop-mounted ext4 by default: a publish creates one file per build
 # file, and some virtual machines' root file systems make file creation
@@ -49,9 +56,13 @@ else
 fi
 site=$work/site root=$work/root
 
-say "building zdd-assets (release)"
-cargo build --release --quiet -p zdd-assets
-bin=$PWD/target/release/zdd-assets
+if [ -n "${ZDD_ASSETS_BIN:-}" ]; then
+    bin=$ZDD_ASSETS_BIN
+else
+    say "building zdd-assets (release)"
+    cargo build --release --quiet -p zdd-assets
+    bin=$PWD/target/release/zdd-assets
+fi
 
 if [ ! -f "$site/index.html" ]; then
     say "generating $site"
@@ -105,9 +116,36 @@ sleep 2 # past the stat cache's racy window, as any real re-publish is
 unchanged=$(for _ in $(seq "$RUNS"); do elapsed "$bin" publish "$site" --root "$root" -q; done | median)
 rehash=$(for _ in $(seq "$RUNS"); do elapsed "$bin" publish "$site" --root "$root" -q --rehash; done | median)
 
+# A second build that differs in 1% of its files: hard links to the first
+# except for the changed files, which are written anew.
+site2=$work/site2
+rm -rf "$site2"
+cp -al "$site" "$site2"
+change() { # FOLDER PATTERN COUNT
+    local n=0 f size
+    for f in "$site2/$1"/$2; do
+        [ "$n" -lt "$3" ] || break
+        size=$(stat -c %s "$f")
+        rm "$f"
+        head -c "$size" /dev/urandom >"$f"
+        n=$((n + 1))
+    done
+}
+change img 'photo-*.png' 34
+change assets 'chunk-*.js' 33
+change media 'data-*.bin' 33
+find "$site2" -type f -print0 | xargs -0 cat >/dev/null
+sync
+one_kb=$(du -sk "$root" | cut -f1)
+changed=$(elapsed "$bin" publish "$site2" --root "$root" -q)
+two_kb=$(du -sk "$root" | cut -f1)
+
 printf '\nzdd-assets publish: %s files / %s MiB on %s, %s cores, median of %s runs\n' \
     "$files" "$mb" "$fs" "$(nproc)" "$RUNS"
 printf '  sha256sum (baseline)  %6.3f s\n' "$sha"
 printf '  cold publish          %6.3f s   %sx sha256sum   (aim <= 1.2x)\n' "$cold" "$(ratio "$cold" "$sha")"
 printf '  unchanged re-publish  %6.3f s   %sx cold        (aim <= 0.3x)\n' "$unchanged" "$(ratio "$unchanged" "$cold")"
 printf '  re-publish --rehash   %6.3f s   %sx cold\n' "$rehash" "$(ratio "$rehash" "$cold")"
+printf '  1%% changed publish    %6.3f s   %sx cold        (one run)\n' "$changed" "$(ratio "$changed" "$cold")"
+printf '  disk, one release     %6d KiB\n' "$one_kb"
+printf '  disk, two releases    %6d KiB  %sx one         (aim <= 1.05x)\n' "$two_kb" "$(ratio "$two_kb" "$one_kb")"

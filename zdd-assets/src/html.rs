@@ -4,8 +4,12 @@
 //! `srcset`/`imagesrcset`, `poster`, `<object data>`, and `href` on
 //! `<link>` (stylesheets, icons, `modulepreload`, preloads, the web app
 //! manifest) and on SVG `<image>`/`<use>`. `href` on `<a>` and `<area>`
-//! is navigation, not a file the page needs, and is left alone. CSS in
-//! `<style>` elements and `style` attributes is scanned as CSS.
+//! is navigation, not a file the page needs, and is left alone; so is a
+//! `<link>` whose `rel` names only other pages (`prev`, `next`,
+//! `canonical`, `alternate`, `index`, `search`, …: Sphinx writes them for
+//! every page, some to pages that do not exist), while `alternate
+//! stylesheet` or `alternate icon` still load a file. CSS in `<style>`
+//! elements and `style` attributes is scanned as CSS.
 //!
 //! A tokenizer, not a full HTML parser: it knows what changes where a
 //! reference can be (comments, `<!…>`, raw-text elements such as `<script>`
@@ -172,7 +176,61 @@ fn end_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
     b.len()
 }
 
+/// `rel` keywords of a `<link>` to another page.
+const PAGE_RELS: [&str; 22] = [
+    "alternate",
+    "appendix",
+    "archives",
+    "author",
+    "bookmark",
+    "canonical",
+    "chapter",
+    "contents",
+    "copyright",
+    "external",
+    "first",
+    "glossary",
+    "help",
+    "index",
+    "last",
+    "license",
+    "next",
+    "prev",
+    "previous",
+    "search",
+    "start",
+    "up",
+];
+
+/// `rel` keywords of a `<link>` that loads a file.
+const ASSET_RELS: [&str; 9] = [
+    "stylesheet",
+    "icon",
+    "apple-touch-icon",
+    "apple-touch-icon-precomposed",
+    "mask-icon",
+    "manifest",
+    "modulepreload",
+    "preload",
+    "prefetch",
+];
+
+/// Whether a `<link>` with these attributes points to another page rather
+/// than loading a file: its `rel` has a page keyword and no file keyword.
+fn links_a_page(attributes: &[Attribute<'_>]) -> bool {
+    let Some(rel) = attributes
+        .iter()
+        .find(|a| a.name == "rel")
+        .and_then(|a| a.value.map(|(s, e)| a.text[s..e].to_ascii_lowercase()))
+    else {
+        return false;
+    };
+    let words: Vec<&str> = rel.split_ascii_whitespace().collect();
+    words.iter().any(|w| PAGE_RELS.contains(w)) && !words.iter().any(|w| ASSET_RELS.contains(w))
+}
+
 fn element_refs(tag: &str, attributes: &[Attribute<'_>], element: usize, scan: &mut Scan) {
+    let page_link = tag == "link" && links_a_page(attributes);
     for attribute in attributes {
         let Some((start, end)) = attribute.value else {
             continue;
@@ -195,7 +253,9 @@ fn element_refs(tag: &str, attributes: &[Attribute<'_>], element: usize, scan: &
             "src" => single("src"),
             "poster" => single("poster"),
             "data" if tag == "object" => single("data"),
-            "href" | "xlink:href" if matches!(tag, "link" | "image" | "use" | "feimage") => {
+            "href" | "xlink:href"
+                if matches!(tag, "link" | "image" | "use" | "feimage") && !page_link =>
+            {
                 single("href")
             }
             "href" if tag == "base" && scan.base.is_none() => {
@@ -317,6 +377,31 @@ mod tests {
                 ("doc.svg", "data"),
                 ("icons.svg#home", "href"),
                 ("img/s.png", "href"),
+            ]
+        );
+    }
+
+    #[test]
+    fn links_to_other_pages_are_not_files() {
+        // As Sphinx writes them (python3.11-doc), some to missing pages.
+        let html = r#"<link rel="index" title="Index" href="../genindex.html" />
+            <link rel="search" title="Search" href="../search.html" />
+            <link rel="copyright" title="Copyright" href="../copyright.html" />
+            <link rel="next" title="x" href="email.nothere.html" />
+            <link rel="prev" title="y" href="gone.html" />
+            <link rel="canonical" href="https://docs.python.org/3/library/email.html" />
+            <link rel="alternate" type="application/rss+xml" href="feed.xml">
+            <link rel="shortcut icon" href="../_static/py.svg" />
+            <link rel="alternate stylesheet" title="dark" href="dark.css">
+            <link rel="stylesheet" href="../_static/pydoctheme.css?v=1" type="text/css" />
+            <link href="no-rel.css">"#;
+        assert_eq!(
+            urls(html),
+            [
+                ("../_static/py.svg", "href"),
+                ("dark.css", "href"),
+                ("../_static/pydoctheme.css?v=1", "href"),
+                ("no-rel.css", "href"),
             ]
         );
     }

@@ -9,9 +9,11 @@
 //! usage error.
 //!
 //! The archive is unpacked into a temporary folder with the same rules as
-//! a folder source: regular files and folders only. A link, or a path that
+//! a folder source: regular files and folders only. A symbolic link, a
+//! hard link to anything but an earlier file of the folder, or a path that
 //! would land outside the folder (`..`, absolute), is refused before the
-//! asset root is touched. The folder is then published like any other,
+//! asset root is touched; a hard link within the folder is unpacked as a
+//! copy of its file, as a folder's hard links are published. The folder is then published like any other,
 //! which is why an image and the folder it was built from give the same
 //! release.
 
@@ -135,6 +137,24 @@ async fn copy_out(docker: &Docker, id: &str, image: &str, path: &str) -> Result<
     Ok(dir)
 }
 
+/// The parts of an archive path; `..` or an absolute path is refused.
+fn parts(path: &Path, shown: &str) -> Result<Vec<std::ffi::OsString>> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_owned()),
+            Component::CurDir => {}
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{shown}: the archive entry {} escapes the folder",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(parts)
+}
+
 /// Unpacks the archive of one folder into `target`, stripping the folder's
 /// own name from every entry.
 fn unpack(reader: impl Read, target: &Path, shown: &str) -> Result<()> {
@@ -154,19 +174,7 @@ fn unpack(reader: impl Read, target: &Path, shown: &str) -> Result<()> {
         if kind.is_pax_global_extensions() {
             continue;
         }
-        let mut components = Vec::new();
-        for component in path.components() {
-            match component {
-                Component::Normal(part) => components.push(part.to_owned()),
-                Component::CurDir => {}
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "{shown}: the archive entry {} escapes the folder",
-                        path.display()
-                    )))
-                }
-            }
-        }
+        let components = parts(&path, shown)?;
         let Some(first) = components.first() else {
             continue;
         };
@@ -188,24 +196,31 @@ fn unpack(reader: impl Read, target: &Path, shown: &str) -> Result<()> {
         }
         let rel: PathBuf = components[1..].iter().collect();
         let shown_entry = format!("{shown}/{}", rel.display());
-        if kind.is_symlink() || kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .map(|l| l.display().to_string())
-                .unwrap_or_default();
+        let link = entry.link_name().ok().flatten().map(|l| l.into_owned());
+        if kind.is_symlink() {
             return Err(Error::Usage(format!(
-                "the source has a {} link: {shown_entry} -> {link}; zdd-assets publishes \
+                "the source has a symbolic link: {shown_entry} -> {}; zdd-assets publishes \
                  regular files only",
-                if kind.is_symlink() {
-                    "symbolic"
-                } else {
-                    "hard"
-                }
+                link.map(|l| l.display().to_string()).unwrap_or_default()
             )));
         }
         let dest = target.join(&rel);
+        if kind.is_hard_link() {
+            // Another name of a file earlier in the archive: a file of its own.
+            let link = link.unwrap_or_default();
+            let linked = parts(&link, shown)?;
+            let from = target.join(linked.iter().skip(1).collect::<PathBuf>());
+            if linked.first() != Some(first) || linked.len() < 2 || !from.is_file() {
+                return Err(Error::Usage(format!(
+                    "the source has a hard link {shown_entry} to {}, which is not a file of \
+                     the folder",
+                    link.display()
+                )));
+            }
+            std::fs::copy(&from, &dest)
+                .map_err(|e| Error::Failed(format!("unpacking {shown_entry}: {e}")))?;
+            continue;
+        }
         if kind.is_dir() {
             std::fs::create_dir_all(&dest)
                 .map_err(|e| Error::Failed(format!("creating {}: {e}", dest.display())))?;
@@ -292,11 +307,22 @@ mod tests {
                 header.set_link_name("/etc/passwd").unwrap();
                 header.set_size(0);
             }
+            if *kind == tar::EntryType::Link {
+                header
+                    .set_link_name(std::str::from_utf8(data).unwrap())
+                    .unwrap();
+                header.set_size(0);
+            }
             // `set_path` refuses `..`; write the name field directly.
             let name = &mut header.as_old_mut().name;
             name[..path.len()].copy_from_slice(path.as_bytes());
             header.set_cksum();
-            builder.append(&header, *data).unwrap();
+            let body: &[u8] = if *kind == tar::EntryType::Link {
+                b""
+            } else {
+                data
+            };
+            builder.append(&header, body).unwrap();
         }
         builder.into_inner().unwrap()
     }
@@ -307,9 +333,12 @@ mod tests {
             ("site/", tar::EntryType::Directory, b""),
             ("site/index.html", tar::EntryType::Regular, b"<p>hi"),
             ("site/css/a.css", tar::EntryType::Regular, b"a{}"),
+            // A hard link is another file with the same content.
+            ("site/css/b.css", tar::EntryType::Link, b"site/css/a.css"),
         ]);
         let dir = TempDir::new("unpack-test").unwrap();
         unpack(&bytes[..], &dir.path, "img:/site").unwrap();
+        assert_eq!(std::fs::read(dir.path.join("css/b.css")).unwrap(), b"a{}");
         assert_eq!(
             std::fs::read(dir.path.join("index.html")).unwrap(),
             b"<p>hi"
@@ -337,6 +366,13 @@ mod tests {
             (
                 vec![("index.html", tar::EntryType::Regular, &b"x"[..])],
                 "not a folder",
+            ),
+            (
+                vec![
+                    ("site/", tar::EntryType::Directory, &b""[..]),
+                    ("site/passwd", tar::EntryType::Link, b"etc/passwd"),
+                ],
+                "not a file of the folder",
             ),
         ] {
             let bytes = archive(&entries);

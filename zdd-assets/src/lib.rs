@@ -12,21 +12,30 @@
 //! - [`publish`]: a build folder, or `IMAGE:/path` copied out of a built
 //!   image ([`image`]), becomes a release: references in HTML ([`html`])
 //!   and CSS ([`css`]) are given hashed names ([`rewrite`], [`url`]),
-//!   leaves first; bundler-hashed names are kept ([`bundler`]).
+//!   leaves first ([`leaves`], [`build`]); bundler-hashed names
+//!   ([`bundler`]) and names given with `--keep-name` ([`keep`]) are kept.
+//!   Every file is stored once across releases ([`store`]); the release's
+//!   [`manifest`] says what it is made of.
 //! - `activate`: the live pointer moves to an earlier release (rollback).
 //! - `list`: the releases and when each was live.
 //! - [`prune`]: releases outside the newest N that stopped being live long
-//!   enough ago go, then the pool files no retained release uses.
+//!   enough ago go, then the pool files and objects no retained release uses.
 //! - [`nginx`]: the server configuration for a root.
 //!
 //! Every subcommand writes JSON Lines records ([`record`]) on stdout and
 //! reads none: it starts a pipeline, or ends one.
 
+pub mod build;
 pub mod bundler;
+pub mod cache;
 pub mod css;
 pub mod hash;
 pub mod html;
 pub mod image;
+pub mod keep;
+pub mod leaves;
+pub mod manifest;
+pub mod meter;
 pub mod nginx;
 pub mod prune;
 pub mod publish;
@@ -35,6 +44,7 @@ pub mod refs;
 pub mod rewrite;
 pub mod root;
 pub mod source;
+pub mod store;
 pub use zdd_core::time;
 pub mod url;
 
@@ -58,7 +68,8 @@ atomically, and keep older releases' files as long as browsers may need them.
 
 Files that HTML (src, href on <link>, srcset, modulepreload) and CSS (url(), \
 @import) reference go into a pool shared by all releases as name-<sha256>.ext; \
-names a bundler already hashed are kept. The web server's root is ROOT/live, \
+names a bundler already hashed are kept. Every file is stored once across \
+releases. The web server's root is ROOT/live, \
 a symlink replaced by rename(2): every request sees the old release or the new \
 one, never a mix. Each subcommand writes JSON Lines records on stdout.";
 
@@ -107,6 +118,16 @@ pub enum Command {
         /// Hash every file again instead of trusting the stat cache.
         #[arg(long)]
         rehash: bool,
+        /// Keep the name of files matching GLOB (a file name such as
+        /// `minus.png`, or a build path such as `_static/*.png`): served
+        /// from the release under their own name, references left as
+        /// written; for files a script names by their original name.
+        /// Repeatable.
+        #[arg(long, value_name = "GLOB")]
+        keep_name: Vec<String>,
+        /// Print progress (files and bytes so far) at most this often.
+        #[arg(long, default_value = "1s", value_parser = duration::parse, value_name = "DURATION")]
+        progress_every: Duration,
         /// How long to wait for another writer on the same root (e.g. 30s).
         #[arg(long, default_value = "0s", value_parser = duration::parse, value_name = "DURATION")]
         lock_wait: Duration,
@@ -133,7 +154,7 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
-    /// Delete old releases, then pool files no retained release uses.
+    /// Delete old releases, then pool files and objects no retained release uses.
     ///
     /// A release is deleted only when it is outside the newest N and also
     /// stopped being live (or, never live, was created) more than
@@ -184,6 +205,8 @@ pub async fn run(args: Args) -> Result<Outcome> {
             no_activate,
             strict,
             rehash,
+            keep_name,
+            progress_every,
             lock_wait,
         } => {
             let options = publish::Options {
@@ -193,6 +216,8 @@ pub async fn run(args: Args) -> Result<Outcome> {
                 strict,
                 rehash,
                 lock_wait,
+                keep: keep_name,
+                progress_every,
             };
             let record = publish::publish(&options, progress).await?;
             out.write(RELEASE, &record)?;
@@ -230,12 +255,13 @@ pub async fn run(args: Args) -> Result<Outcome> {
                 }
                 prune::execute(&root, &plan)?;
             }
-            let bytes: u64 = plan.files.iter().map(|(_, b)| b).sum();
+            let bytes: u64 = plan.files.iter().chain(&plan.objects).map(|(_, b)| b).sum();
             progress.info(format_args!(
-                "{} {} release(s) and {} pool file(s) ({bytes} bytes); kept {}",
+                "{} {} release(s), {} pool file(s) and {} object(s) ({bytes} bytes); kept {}",
                 if dry_run { "would delete" } else { "deleted" },
                 plan.releases.len(),
                 plan.files.len(),
+                plan.objects.len(),
                 plan.kept.len()
             ));
             for record in prune::records(&plan, dry_run) {
@@ -314,7 +340,7 @@ fn activate(
         .find(|l| l.id == id)
         .and_then(|l| l.meta)
         .ok_or_else(|| Error::Failed(format!("release {id} is gone or damaged")))?;
-    publish::Manifest::read(&release.join("manifest.json"))?;
+    manifest::Manifest::read(&release.join("manifest.json"))?;
     if !release.join("site").is_dir() {
         return Err(Error::Failed(format!("release {id} has no site folder")));
     }

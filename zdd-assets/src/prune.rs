@@ -9,8 +9,12 @@
 //! was never live counts from its creation. The live release is never
 //! deleted, whatever N says.
 //!
-//! The pool is then swept: a pool file is deleted only when no retained
-//! release's manifest lists it. If a retained release's manifest cannot be
+//! The pool and the objects are then swept: a pool file is deleted only
+//! when no retained release's manifest lists it, an object only when no
+//! retained release has a file with its sha256. A release folder holds
+//! its own hard link to each of its files, so even a wrong sweep could
+//! not take a byte from a kept release: it would only cost the next
+//! publish a copy. If a retained release's manifest cannot be
 //! read, nothing is deleted at all (exit 1): the sweep cannot know what
 //! that release needs. Releases are removed by renaming them into `tmp/`
 //! first, so a killed prune leaves every release whole or gone, and pool
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use zdd_core::{Error, Result};
 
-use crate::publish::Manifest;
+use crate::manifest::Manifest;
 use crate::record::{Period, PruneRecord};
 use crate::root::{io_failed, Activation, Listed, Root};
 use crate::time;
@@ -107,7 +111,10 @@ pub fn period_records(periods: &[(u64, Option<u64>)]) -> Vec<Period> {
 /// What a prune does (or would do).
 pub struct Plan {
     pub releases: Vec<(Listed, Option<u64>)>,
+    /// Pool files, by pool path.
     pub files: Vec<(String, u64)>,
+    /// Objects, by sha256.
+    pub objects: Vec<(String, u64)>,
     pub kept: Vec<String>,
 }
 
@@ -137,6 +144,7 @@ pub fn plan(
     let mut releases = Vec::new();
     let mut kept = Vec::new();
     let mut needed = HashSet::new();
+    let mut contents = HashSet::new();
     for ((l, candidate), verdict) in listed.into_iter().zip(&candidates).zip(verdicts) {
         if verdict == Verdict::Delete {
             releases.push((l, candidate.live_until_ms));
@@ -149,12 +157,10 @@ pub fn plan(
                 l.id
             ))
         })?;
-        needed.extend(
-            manifest
-                .files
-                .into_values()
-                .filter_map(|entry| entry.hashed),
-        );
+        for entry in manifest.files.into_values() {
+            needed.extend(entry.hashed);
+            contents.insert(entry.sha256);
+        }
         kept.push(l.id);
     }
     let mut files = Vec::new();
@@ -165,10 +171,18 @@ pub fn plan(
         }
     })?;
     files.sort();
+    let mut objects = Vec::new();
+    walk_pool(&root.objects(), "", &mut |sha, bytes| {
+        if !contents.contains(sha) {
+            objects.push((sha.to_owned(), bytes));
+        }
+    })?;
+    objects.sort();
     Ok((
         Plan {
             releases,
             files,
+            objects,
             kept,
         },
         history,
@@ -212,15 +226,14 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
         fs::rename(&dir, &doomed).map_err(|e| io_failed("removing the release", &dir, e))?;
         fs::remove_dir_all(&doomed).map_err(|e| io_failed("removing", &doomed, e))?;
     }
+    let objects = root.objects();
+    for (sha, _) in &plan.objects {
+        remove_file(&objects.join(sha))?;
+    }
     let pool = root.pool();
     let mut folders = HashSet::new();
     for (path, _) in &plan.files {
-        let file = pool.join(path);
-        match fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_failed("removing", &file, e)),
-        }
+        remove_file(&pool.join(path))?;
         let mut folder = crate::url::parent(path);
         while !folder.is_empty() {
             folders.insert(folder.to_owned());
@@ -234,6 +247,15 @@ pub fn execute(root: &Root, plan: &Plan) -> Result<()> {
         let _ = fs::remove_dir(pool.join(folder));
     }
     Ok(())
+}
+
+/// Removes a file that may already be gone.
+fn remove_file(file: &Path) -> Result<()> {
+    match fs::remove_file(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_failed("removing", file, e)),
+    }
 }
 
 /// The records describing a plan.
@@ -263,6 +285,8 @@ pub fn records(plan: &Plan, dry_run: bool) -> Vec<PruneRecord> {
         releases: plan.releases.len() as u64,
         files: plan.files.len() as u64,
         bytes: plan.files.iter().map(|(_, b)| b).sum(),
+        objects: plan.objects.len() as u64,
+        object_bytes: plan.objects.iter().map(|(_, b)| b).sum(),
         dry_run,
     });
     records

@@ -54,6 +54,13 @@ pub struct ReleaseRecord {
     pub reused_files: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_bytes: Option<u64>,
+    /// publish: contents served from the release only (pages, files
+    /// nothing references, kept names) that this publish stored, and their
+    /// bytes; an unchanged one is already stored and costs nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
     /// list: each time it was live, oldest first; `until` is absent for
     /// the current period of the live release.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,8 +105,13 @@ pub enum PruneRecord {
         /// Releases kept, oldest first.
         kept: Vec<String>,
         releases: u64,
+        /// Pool files deleted, and their bytes.
         files: u64,
         bytes: u64,
+        /// Objects (contents served from releases only that no kept
+        /// release has) deleted, and their bytes.
+        objects: u64,
+        object_bytes: u64,
         dry_run: bool,
     },
 }

@@ -7,7 +7,9 @@
 //!   lock                     flock(2): one writer at a time
 //!   live -> releases/ID/site the live pointer: a symlink, replaced by rename(2)
 //!   pool/…                   hashed files of every retained release, by URL path
-//!   releases/ID/site/…       one release: the whole build at its own paths
+//!   objects/SHA256           every other file content of the retained releases, once
+//!   releases/ID/site/…       one release: the whole build at its own paths, as
+//!                            hard links to pool/ or objects/
 //!   releases/ID/manifest.json   build path → hashed path, sha256, size, SRI
 //!   releases/ID/release.json    id, creation time, manifest hash, totals
 //!   history.jsonl            which release went live when
@@ -25,6 +27,10 @@
 //!   and release folders are written under `tmp/` and renamed into place
 //!   whole, so nothing ever reaches a served path half-written, and a
 //!   killed writer leaves only `tmp/` debris, which the next one removes.
+//! - Every file is stored once: a release folder holds hard links to the
+//!   pool file or the object with its content, so an unchanged file costs
+//!   a directory entry, and deleting a release never takes a byte another
+//!   release uses (it holds its own link).
 //! - Before the pointer moves, the file system is synced (`syncfs(2)`), so
 //!   a power cut cannot leave a pointer on disk whose files are not.
 //! - The history is kept apart from the pointer, rewritten whole through
@@ -144,6 +150,13 @@ impl Root {
     pub fn pool(&self) -> PathBuf {
         self.dir.join("pool")
     }
+    /// Contents of files served from releases only, named by sha256.
+    pub fn objects(&self) -> PathBuf {
+        self.dir.join("objects")
+    }
+    pub fn object(&self, sha: &crate::hash::Sha) -> PathBuf {
+        self.objects().join(crate::hash::hex(sha))
+    }
     pub fn releases(&self) -> PathBuf {
         self.dir.join("releases")
     }
@@ -209,7 +222,7 @@ impl Root {
     /// Under the lock: the folders exist and `tmp/` holds nothing from a
     /// writer that died.
     fn prepare(&self) -> Result<()> {
-        for dir in [self.pool(), self.releases()] {
+        for dir in [self.pool(), self.objects(), self.releases()] {
             fs::create_dir_all(&dir).map_err(|e| io_failed("creating", &dir, e))?;
         }
         let tmp = self.tmp();

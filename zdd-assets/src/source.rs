@@ -5,8 +5,11 @@
 //! refused rather than followed, because it can point outside the build
 //! (publishing `/etc/passwd` as a static asset is one `ln -s` away) and
 //! because the same file under two names would be published twice under
-//! two meanings. File names must be UTF-8: they become URLs and manifest
-//! keys.
+//! two meanings. A hard link is accepted: it is a regular file under
+//! another name, each name is published as a file of the build (its
+//! content stored once, like any content two files share), and it reaches
+//! nothing its maker could not have copied in. File names must be UTF-8:
+//! they become URLs and manifest keys.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! Killing `publish` with SIGKILL at many points never leaves a live page
-//! that references a missing file, nor a half-written pool file.
+//! that references a missing file, nor a half-written pool file or object.
 
 mod common;
 
@@ -84,9 +84,26 @@ fn check(root: &Path, context: &str) {
     }
 }
 
-/// Pool files named with our hash hold exactly that content (each checked
-/// once: a pool file never changes).
+fn sha256_hex(content: &[u8]) -> String {
+    Sha256::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Pool files named with our hash, and objects, hold exactly the content
+/// their names say (each checked once: neither ever changes).
 fn check_pool(root: &Path, checked: &mut BTreeSet<String>) {
+    for sha in files_under(&root.join("objects")) {
+        if checked.insert(format!("objects/{sha}")) {
+            let content = std::fs::read(root.join("objects").join(&sha)).unwrap();
+            assert_eq!(
+                sha256_hex(&content),
+                sha,
+                "object {sha} is not what its name says"
+            );
+        }
+    }
     for path in files_under(&root.join("pool")) {
         if !checked.insert(path.clone()) {
             continue;
@@ -98,10 +115,7 @@ fn check_pool(root: &Path, checked: &mut BTreeSet<String>) {
         };
         if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             let content = std::fs::read(root.join("pool").join(&path)).unwrap();
-            let sha: String = Sha256::digest(&content)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let sha = sha256_hex(&content);
             assert_eq!(
                 &sha[..16],
                 hash,
