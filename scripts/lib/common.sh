@@ -106,3 +106,10 @@ zdd_bin_dir() {
     else echo "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release"
     fi
 }
+
+# zdd_duration_ok TEXT: whether TEXT is a duration the tools take (10, 10s,
+# 500ms, 1m30s, 2h, 7d), so a script can refuse a bad one before anything
+# changes rather than when the step that uses it runs.
+zdd_duration_ok() {
+    [[ "$1" =~ ^[0-9]+(\.[0-9]+)?$ ]] || [[ "$1" =~ ^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$ ]]
+}

@@ -184,6 +184,7 @@ pub fn bin_with_wrapper(sandbox: &Sandbox, tool: &str, script: &str) -> PathBuf 
         "zdd-ps",
         "zdd-run",
         "zdd-releases",
+        "zdd-watch",
     ] {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);

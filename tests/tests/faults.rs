@@ -59,7 +59,7 @@ const POINTS: [Point; 5] = [
     },
     Point {
         step: "retire",
-        output: "05-retired.jsonl",
+        output: "06-retired.jsonl",
         after: Duration::from_millis(300),
         env: &[],
     },

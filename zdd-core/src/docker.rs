@@ -184,3 +184,38 @@ pub async fn log_tail(docker: &Docker, id: &str, lines: usize) -> String {
     }
     text
 }
+
+/// The engine's events for the containers `ids`, fanned out to every
+/// receiver of the returned sender. Opened with `since` a second ago, so
+/// nothing between now and the stream's first poll is missed (a replica
+/// that dies at once is still seen dying).
+pub fn container_events<'a>(
+    docker: &Docker,
+    ids: impl Iterator<Item = &'a str>,
+) -> tokio::sync::broadcast::Sender<bollard::models::EventMessage> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(std::time::Duration::from_secs(1));
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("container".to_string(), ids.map(str::to_owned).collect()),
+    ]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(&format!("{}.{:09}", since.as_secs(), since.subsec_nanos()))
+        .filters(&filters)
+        .build();
+    let (sender, _) = tokio::sync::broadcast::channel(256);
+    let forward = sender.clone();
+    let mut stream = docker.events(Some(options));
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            // No receiver left means every watcher is done.
+            if forward.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    sender
+}

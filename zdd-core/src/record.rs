@@ -92,6 +92,17 @@ impl Health {
     }
 }
 
+/// How the watch window after the switch went for a new replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Watch {
+    /// Up, healthy and answering for the whole window.
+    Passed,
+    /// The window ended early: this replica or another new one failed
+    /// (`health_reason` says how).
+    Failed,
+}
+
 /// `"type": "container"`: one container of a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -137,6 +148,10 @@ pub struct ContainerRecord {
     /// Set by a routing step: it gets no new requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drained: Option<bool>,
+    /// Set by `zdd-watch` on `new` records: whether the replica stayed
+    /// up, healthy and answering through the watch window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watch>,
     /// Set by `zdd-retire`: stopped and removed (or already gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<bool>,
@@ -163,6 +178,7 @@ impl ContainerRecord {
             health_reason: None,
             routed: None,
             drained: None,
+            watch: None,
             retired: None,
             extra: Map::new(),
         }

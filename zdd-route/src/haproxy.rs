@@ -349,6 +349,15 @@ pub struct ServerStat {
     pub status: String,
     /// `check_status`: `L7OK`, `L4CON`, `INI` (no check ran yet), …
     pub check_status: String,
+    /// `stot`: sessions it has served in all.
+    pub stot: u64,
+    /// `hrsp_5xx`: HTTP responses with a 5xx status it answered.
+    pub hrsp_5xx: u64,
+    /// `eresp`: responses that failed (the server closed or timed out).
+    pub eresp: u64,
+    /// `addr`: `ip:port` it sends to (empty from an HAProxy that does not
+    /// say).
+    pub addr: String,
 }
 
 impl ServerStat {
@@ -421,10 +430,18 @@ pub fn parse_stats(text: &str) -> std::result::Result<Vec<ServerStat>, String> {
         &names,
         &["pxname", "svname", "qcur", "scur", "status", "check_status"],
     )?;
+    // Counters an older HAProxy (or a test) may not list count as 0.
+    let counter = |name: &str| names.iter().position(|&h| h == name);
+    let (stot, hrsp_5xx, eresp) = (counter("stot"), counter("hrsp_5xx"), counter("eresp"));
+    let addr = counter("addr");
     let mut servers = Vec::new();
     for line in lines {
         let fields = split_csv(line);
         let field = |name: &str| fields.get(column[name]).map(String::as_str).unwrap_or("");
+        let count = |at: Option<usize>, name: &str| {
+            let text = at.and_then(|i| fields.get(i)).map_or("", String::as_str);
+            number_or_zero(text, name, line)
+        };
         servers.push(ServerStat {
             backend: field("pxname").to_owned(),
             name: field("svname").to_owned(),
@@ -432,6 +449,13 @@ pub fn parse_stats(text: &str) -> std::result::Result<Vec<ServerStat>, String> {
             scur: number_or_zero(field("scur"), "scur", line)?,
             status: field("status").to_owned(),
             check_status: field("check_status").to_owned(),
+            stot: count(stot, "stot")?,
+            hrsp_5xx: count(hrsp_5xx, "hrsp_5xx")?,
+            eresp: count(eresp, "eresp")?,
+            addr: addr
+                .and_then(|i| fields.get(i))
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     Ok(servers)
@@ -591,6 +615,7 @@ mod tests {
         assert_eq!(api1.backend, "web");
         assert_eq!((api1.status.as_str(), api1.scur), ("UP", 1));
         assert_eq!(api1.check_status, "L7OK");
+        assert_eq!(api1.addr, "127.0.0.1:18083");
         assert!(api1.is_up());
         let api0 = by_name("api-0");
         assert_eq!((api0.status.as_str(), api0.scur), ("DRAIN", 1));
@@ -606,6 +631,7 @@ mod tests {
         let text = "# pxname,svname,qcur,scur,status,check_status\nweb,a,0,0,UP 1/2,INI\nweb,b,,3,DOWN 1/2,L7OK\n";
         let stats = parse_stats(text).unwrap();
         assert!(!stats[0].is_up());
+        assert_eq!((stats[0].hrsp_5xx, stats[0].eresp), (0, 0), "no such columns");
         assert_eq!(stats[1].qcur, 0);
         assert_eq!(stats[1].scur, 3);
     }

@@ -255,13 +255,13 @@ mod tests {
     #[test]
     fn a_retire_step_cut_short_means_the_switch_may_be_done() {
         let dir = scratch("retire");
-        let began = "{\"step\":\"retire\",\"output\":\"05-retired.jsonl\"}\n";
+        let began = "{\"step\":\"retire\",\"output\":\"06-retired.jsonl\"}\n";
         fs::write(dir.join("steps.jsonl"), began).unwrap();
-        fs::write(dir.join("05-retired.jsonl"), "").unwrap();
+        fs::write(dir.join("06-retired.jsonl"), "").unwrap();
         let why = retire_cut_short(&dir).unwrap();
         assert!(why.contains("cut short"), "{why}");
         // Whole records (a refusal, or the retired flags) speak for themselves.
-        fs::write(dir.join("05-retired.jsonl"), IMAGE).unwrap();
+        fs::write(dir.join("06-retired.jsonl"), IMAGE).unwrap();
         assert!(retire_cut_short(&dir).is_none());
         // A run that never reached the retire step.
         fs::write(
@@ -269,7 +269,7 @@ mod tests {
             "{\"step\":\"health\",\"output\":\"03-health.jsonl\"}\n",
         )
         .unwrap();
-        fs::remove_file(dir.join("05-retired.jsonl")).unwrap();
+        fs::remove_file(dir.join("06-retired.jsonl")).unwrap();
         assert!(retire_cut_short(&dir).is_none());
         fs::remove_dir_all(&dir).unwrap();
     }

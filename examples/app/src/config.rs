@@ -52,6 +52,8 @@ ENVIRONMENT (an empty value counts as unset):
     SHUTDOWN_DELAY_MS=N   keep accepting for N ms after SIGTERM/SIGINT (default: 0)
     CRASH_AFTER_MS=N      exit with code 3 N ms after start (default: never)
     NEVER_HEALTHY=1       /healthz always answers 503 (1/true/yes or 0/false/no)
+    FAIL_ROOT=1           GET / answers 500 while /healthz stays 200: a release whose
+                          health check passes and whose requests fail (1/true/yes or 0/false/no)
     LISTEN_LOOPBACK_ONLY=1
                           listen on 127.0.0.1 instead of 0.0.0.0, so --probe passes
                           but connections to any other address (e.g. a load balancer
@@ -122,6 +124,8 @@ pub struct Config {
     pub crash_after: Option<Duration>,
     /// `NEVER_HEALTHY`: make `/healthz` answer 503 forever.
     pub never_healthy: bool,
+    /// `FAIL_ROOT`: make `GET /` answer 500 (and `/healthz` still 200).
+    pub fail_root: bool,
     /// `LISTEN_LOOPBACK_ONLY`: listen on 127.0.0.1 instead of 0.0.0.0, so
     /// that `--probe` (inside the container) passes while a load balancer
     /// connecting to the container's address is refused.
@@ -155,6 +159,7 @@ impl Config {
             shutdown_delay: millis(lookup, "SHUTDOWN_DELAY_MS")?.unwrap_or_default(),
             crash_after: millis(lookup, "CRASH_AFTER_MS")?,
             never_healthy: flag(lookup, "NEVER_HEALTHY")?,
+            fail_root: flag(lookup, "FAIL_ROOT")?,
             listen_loopback_only: flag(lookup, "LISTEN_LOOPBACK_ONLY")?,
             database_url: database_url(lookup)?,
             schema_version: schema_version(lookup)?,
@@ -321,6 +326,7 @@ mod tests {
                 shutdown_delay: Duration::ZERO,
                 crash_after: None,
                 never_healthy: false,
+                fail_root: false,
                 listen_loopback_only: false,
                 database_url: None,
                 schema_version: SchemaVersion::V1,

@@ -71,6 +71,12 @@ impl App {
             },
         };
         thread::sleep(delay);
+        if self.config.fail_root {
+            return Response::text(
+                Status::INTERNAL_SERVER_ERROR,
+                format!("{} fails on purpose (FAIL_ROOT)\n", self.config.version),
+            );
+        }
         Response::text(Status::OK, format!("{}\n", self.config.version))
     }
 
@@ -226,6 +232,16 @@ mod tests {
         assert_eq!(response.body, "v7\n");
         assert_eq!(header(&response, "X-App-Version"), Some("v7"));
         assert_eq!(header(&response, "X-Served-By"), Some("box"));
+    }
+
+    #[test]
+    fn with_fail_root_the_root_fails_and_the_health_check_passes() {
+        let mut app = app(false);
+        app.config.fail_root = true;
+        let root = get(&app, "GET / HTTP/1.1\r\n\r\n", false);
+        assert_eq!(root.status, Status::INTERNAL_SERVER_ERROR);
+        let health = get(&app, "GET /healthz HTTP/1.1\r\n\r\n", false);
+        assert_eq!(health.status, Status::OK);
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! `zdd-watch`: the watch window after the switch.
+//!
+//! A release can pass its health check and fail ten seconds later: it
+//! crashes under real traffic, its HEALTHCHECK turns, or it answers 500 on
+//! every real path while `/healthz` says ok. zdd-watch stands between the
+//! routing step and zdd-retire: the new replicas serve, the old ones are
+//! drained but still running, and for `--for D` it watches the new ones
+//! through the engine (exited, unhealthy) and, with `--socket`, through
+//! HAProxy's own view (the server's check DOWN, `hrsp_5xx` and `eresp`
+//! counted from the start of the window). The first failure ends the
+//! window at once: the records say why (`health`, `health_reason`,
+//! `watch: failed`) and it exits 1, so the deploy's rollback makes the old
+//! servers ready again (they are warm and checked: traffic is back on them
+//! as soon as they are) and withdraws the new ones. After D with no
+//! failure every new record says `watch: passed` and the old ones may go.
+//! The rule is [`judge::judge`].
+
+pub mod judge;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::HealthStatusEnum;
+use bollard::Docker;
+use clap::Parser;
+use tokio::sync::broadcast::error::RecvError;
+use zdd_core::cli::{CommonArgs, Outcome, Progress};
+use zdd_core::jsonl::{self, RecordWriter};
+use zdd_core::record::{ContainerRecord, Role, Watch};
+use zdd_core::{docker, duration, Error, Result};
+use zdd_route::haproxy::{Endpoint, Runtime};
+
+use crate::judge::{Engine, Failure, Server, Watched};
+
+/// Watch the new replicas for a while after the switch, the old ones kept
+/// warm; fail at the first sign the release is bad.
+///
+/// Reads the records of the routing step (or zdd-health, without a load
+/// balancer). Watches every `new` container that is not retired for --for:
+/// it fails when one exits or turns unhealthy (the engine), or, with
+/// --socket/--backend, when HAProxy's check calls its server DOWN or the
+/// new servers answer more than --max-errors failed responses (hrsp_5xx +
+/// eresp in `show stat`, counted from the start of the window). Writes the
+/// records back: `watch: passed` on every new one, or `watch: failed` with
+/// the failed replica's `health` and `health_reason` (exit 1), at once, so
+/// the rollback can put the old servers back within moments.
+#[derive(Debug, Parser)]
+#[command(name = "zdd-watch", version, after_help = zdd_core::exit::HELP)]
+pub struct Args {
+    /// How long to watch (`10s`, `1m`).
+    #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse)]
+    pub window: Duration,
+
+    /// HAProxy's Runtime API (a socket path or host:port), to judge by
+    /// its check and its counters as well.
+    #[arg(long, requires = "backend")]
+    pub socket: Option<String>,
+
+    /// The HAProxy backend the new replicas serve in.
+    #[arg(long, requires = "socket")]
+    pub backend: Option<String>,
+
+    /// Failed responses (5xx or response errors) the new replicas may
+    /// answer in the window, together, before the release counts as bad.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_errors: u64,
+
+    /// How often to look.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration::parse)]
+    pub interval: Duration,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub async fn run(args: Args) -> Result<Outcome> {
+    let progress = Progress::new("zdd-watch", args.common.quiet);
+    let records = jsonl::read_stdin()?;
+    let containers = jsonl::require_containers(&records, "zdd-route")?;
+    let watched: Vec<(usize, &ContainerRecord, Watched)> = containers
+        .iter()
+        .filter(|(_, c)| c.role == Some(Role::New) && c.retired != Some(true))
+        .map(|(index, c)| {
+            let watched = Watched {
+                id: c.id.clone(),
+                label: c.label().to_owned(),
+                address: c.address.clone().unwrap_or_default(),
+            };
+            (*index, c, watched)
+        })
+        .collect();
+    if watched.is_empty() {
+        return Err(Error::input(
+            "no `new` container records to watch (expected the records of zdd-route)",
+        ));
+    }
+    let list: Vec<Watched> = watched.iter().map(|(_, _, w)| w.clone()).collect();
+    let haproxy = match (&args.socket, &args.backend) {
+        (Some(socket), Some(backend)) => {
+            let runtime = Runtime::new(Endpoint::parse(socket));
+            zdd_route::preflight(&runtime, backend)?;
+            Some((runtime, backend.clone()))
+        }
+        _ => None,
+    };
+    let docker = docker::connect().await?;
+
+    let first = observe_servers(haproxy.as_ref())?;
+    let baseline: HashMap<String, u64> = first
+        .iter()
+        .flatten()
+        .map(|(name, server)| (name.clone(), server.errors))
+        .collect();
+    let sessions_at_start: u64 = sessions(&list, first.as_ref());
+    progress.info(format_args!(
+        "watching {} new replica(s) for {:?}, the old ones kept warm{}",
+        list.len(),
+        args.window,
+        if haproxy.is_some() {
+            format!(", up to {} failed response(s)", args.max_errors)
+        } else {
+            String::new()
+        }
+    ));
+    // An exit or a health change is looked at the moment the engine says
+    // so, not at the next tick.
+    let mut events =
+        Some(docker::container_events(&docker, list.iter().map(|w| w.id.as_str())).subscribe());
+    let started = Instant::now();
+    let failure = loop {
+        let engine = observe_engine(&docker, &list).await?;
+        let servers = observe_servers(haproxy.as_ref())?;
+        if let Some(failure) =
+            judge::judge(&list, &engine, servers.as_ref(), &baseline, args.max_errors)
+        {
+            break Some(failure);
+        }
+        if started.elapsed() >= args.window {
+            let served = sessions(&list, servers.as_ref()).saturating_sub(sessions_at_start);
+            progress.info(format_args!(
+                "the new release held for {:?}{}; the old replicas may go",
+                args.window,
+                if haproxy.is_some() {
+                    format!(" ({served} sessions on the new servers)")
+                } else {
+                    String::new()
+                }
+            ));
+            break None;
+        }
+        let tick = args
+            .interval
+            .min(args.window.saturating_sub(started.elapsed()));
+        let event = async {
+            match events.as_mut() {
+                Some(events) => events.recv().await.err(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            // An event: look now. A closed stream (the engine dropped it):
+            // the ticks go on.
+            error = event => if let Some(RecvError::Closed) = error {
+                events = None;
+            },
+        }
+    };
+
+    let mut updated = HashMap::new();
+    for (index, record, _) in &watched {
+        let mut record = (*record).clone();
+        match &failure {
+            None => record.watch = Some(Watch::Passed),
+            Some(failure) => {
+                record.watch = Some(Watch::Failed);
+                if failure.id.is_none() || failure.id.as_deref() == Some(record.id.as_str()) {
+                    record.health = Some(failure.health);
+                    record.health_reason = Some(failure.reason.clone());
+                }
+            }
+        }
+        updated.insert(*index, record);
+    }
+    if let Some(Failure { reason, .. }) = &failure {
+        let seen = Instant::now();
+        progress.error(format_args!(
+            "{reason} (after {:.1}s of {:?}); the release fails its watch",
+            started.elapsed().as_secs_f64(),
+            args.window
+        ));
+        // The instant revert: the old servers are warm and checked, so
+        // they take traffic the moment they are ready; the rollback that
+        // follows withdraws the new ones.
+        if let Some((runtime, backend)) = &haproxy {
+            for (index, record) in containers.iter().filter(|(_, c)| drained_old(c)) {
+                match make_ready(runtime, backend, record) {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        progress.info(format_args!(
+                            "{} is ready again, {} ms after the failure was seen",
+                            record.label(),
+                            seen.elapsed().as_millis()
+                        ));
+                        let mut record = record.clone();
+                        record.drained = Some(false);
+                        updated.insert(*index, record);
+                    }
+                    Err(e) => progress.error(format_args!(
+                        "could not make {} ready again (the rollback tries again): {e}",
+                        record.label()
+                    )),
+                }
+            }
+        }
+    }
+    RecordWriter::stdout().containers_updated(&records, &updated)?;
+    Ok(Outcome::from_success(failure.is_none()))
+}
+
+/// An old replica the routing step drained and that still runs.
+fn drained_old(record: &ContainerRecord) -> bool {
+    record.role == Some(Role::Old) && record.drained == Some(true) && record.retired != Some(true)
+}
+
+/// Sets every server of `backend` that sends to the record's address
+/// ready; how many there were.
+fn make_ready(runtime: &Runtime, backend: &str, record: &ContainerRecord) -> Result<usize> {
+    let Some(address) = record.address.as_deref().and_then(|a| a.parse().ok()) else {
+        return Ok(0);
+    };
+    let failed = |e: zdd_route::haproxy::RuntimeError| Error::Failed(e.to_string());
+    let servers = runtime.servers_state(backend).map_err(failed)?;
+    let mut made = 0;
+    for server in servers.iter().filter(|s| s.has_address(&address)) {
+        let command = format!("set server {backend}/{} state ready", server.name);
+        runtime.expect(&command, &[""]).map_err(failed)?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// The engine's view of each watched replica.
+async fn observe_engine(docker: &Docker, watched: &[Watched]) -> Result<HashMap<String, Engine>> {
+    let mut states = HashMap::new();
+    for replica in watched {
+        let state = match docker.inspect_container(&replica.id, None).await {
+            Ok(inspect) => {
+                let state = inspect.state.unwrap_or_default();
+                if state.running == Some(true) {
+                    let unhealthy = state
+                        .health
+                        .and_then(|h| h.status)
+                        .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY);
+                    Engine::Running { unhealthy }
+                } else {
+                    Engine::Exited {
+                        code: state.exit_code,
+                    }
+                }
+            }
+            Err(e) if docker::is_not_found(&e) => Engine::Exited { code: None },
+            Err(e) => return Err(Error::docker(format!("inspecting {}", replica.label), e)),
+        };
+        states.insert(replica.id.clone(), state);
+    }
+    Ok(states)
+}
+
+/// HAProxy's view of the backend's servers, by name.
+fn observe_servers(haproxy: Option<&(Runtime, String)>) -> Result<Option<HashMap<String, Server>>> {
+    let Some((runtime, backend)) = haproxy else {
+        return Ok(None);
+    };
+    let stats = runtime
+        .stats(backend)
+        .map_err(|e| Error::Failed(format!("reading HAProxy's stats of {backend}: {e}")))?;
+    Ok(Some(
+        stats
+            .into_iter()
+            .map(|s| {
+                let server = Server {
+                    status: s.status,
+                    errors: s.hrsp_5xx + s.eresp,
+                    sessions: s.stot,
+                };
+                (s.addr, server)
+            })
+            .collect(),
+    ))
+}
+
+fn sessions(watched: &[Watched], servers: Option<&HashMap<String, Server>>) -> u64 {
+    servers.map_or(0, |servers| {
+        watched
+            .iter()
+            .filter_map(|w| servers.get(&w.address))
+            .map(|s| s.sessions)
+            .sum()
+    })
+}
