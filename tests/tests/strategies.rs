@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zdd_e2e::{
-    assert_no_failures, deploy, newest_run, parse_records, replica_ids, stage, versions_at_end,
-    Load, CLIENTS,
+    assert_no_failures, bin_with_wrapper, deploy, deploy_command, docker_lines, newest_run,
+    parse_records, replica_ids, stage, versions_at_end, Haproxy, Load, Sandbox, CLIENTS,
 };
 
 fn records_of(path: &Path) -> Vec<Value> {
@@ -17,6 +17,15 @@ fn records_of(path: &Path) -> Vec<Value> {
 
 fn summary(run: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+fn step_names(summary: &Value) -> Vec<String> {
+    summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Milliseconds between the watch's verdict and the end of the restore,
@@ -149,4 +158,103 @@ fn a_release_that_answers_500_while_its_health_check_passes_is_reverted_by_the_5
         load["requests"],
         revert_ms(&run)
     );
+}
+
+/// Samples, every 50 ms until `stop`, the servers HAProxy has UP and ready
+/// (`show stat` status `UP`: not draining, not in maintenance) and the
+/// running replicas of the service; the fewest and the most seen.
+fn sample_capacity(
+    haproxy: &Haproxy,
+    sandbox: &Sandbox,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, usize) {
+    let (mut fewest_up, mut most_running) = (usize::MAX, 0);
+    let filter = format!("label=zdd.service={}", sandbox.id);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let stat = haproxy.command("show stat app 4 -1");
+        let status = stat.lines().next().and_then(|h| {
+            h.trim_start_matches("# ")
+                .split(',')
+                .position(|c| c == "status")
+        });
+        if let Some(column) = status {
+            let up = stat
+                .lines()
+                .skip(1)
+                .filter(|l| l.split(',').nth(column) == Some("UP"))
+                .count();
+            fewest_up = fewest_up.min(up);
+        }
+        let running = docker_lines(&["ps", "-q", "--filter", &filter]).len();
+        most_running = most_running.max(running);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (fewest_up, most_running)
+}
+
+#[test]
+fn batches_of_one_keep_four_serving_and_at_most_five_running_and_a_failed_batch_rolls_all_back() {
+    let (sandbox, haproxy) = stage("batch");
+    let v1 = sandbox.app_context("v1", &[("STARTUP_DELAY_MS", "500")]);
+    deploy(&sandbox, &haproxy, &v1, &["--replicas", "4"]).expect_code(0);
+    let before = replica_ids(&sandbox);
+    assert_eq!(before.len(), 4);
+    let v2 = sandbox.app_context("v2", &[]);
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (deployed, (fewest_up, most_running)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_capacity(&haproxy, &sandbox, &stop));
+        let deployed = deploy(&sandbox, &haproxy, &v2, &["--batch", "1"]);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (deployed, sampler.join().unwrap())
+    });
+    deployed.expect_code(0);
+    assert_eq!(sandbox.serving_versions(), ["v2"; 4]);
+    assert!(
+        fewest_up >= 4,
+        "fewest UP servers during the deploy: {fewest_up}"
+    );
+    assert!(most_running <= 5, "most running replicas: {most_running}");
+    let run = newest_run(&sandbox).unwrap();
+    let scales = step_names(&summary(&run))
+        .iter()
+        .filter(|s| *s == "scale")
+        .count();
+    assert_eq!(scales, 4, "four batches");
+    eprintln!("figures: --batch 1 of 4: fewest UP {fewest_up}, most running {most_running}");
+
+    // v3's third batch fails its health step (a wrapper, so the failure
+    // lands exactly there): the third batch is undone and the two before
+    // it are rolled back to v2, batch by batch.
+    let count = sandbox.dir.join("health-calls");
+    let bin = bin_with_wrapper(
+        &sandbox,
+        "zdd-health",
+        &format!(
+            "n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}\n\
+             if [ $n = 3 ]; then cat >/dev/null; echo 'zdd-health: failing batch 3 on purpose' >&2; exit 1; fi\n\
+             exec \"$REAL\" \"$@\"",
+            c = count.display()
+        ),
+    );
+    let v3 = sandbox.app_context("v3", &[]);
+    let failed = deploy_command(&sandbox, &haproxy, &v3, &["--batch", "1"])
+        .env("ZDD_BIN", &bin)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rolling back the batch(es) done"),
+        "{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let load = load.stop();
+    assert_no_failures(&load);
+    assert_eq!(versions_at_end(&load), ["v2"]);
+    assert_eq!(sandbox.serving_versions(), ["v2"; 4], "{stderr}");
+    let run = newest_run(&sandbox).unwrap();
+    assert_eq!(summary(&run)["result"], "rolled-back");
+    assert_eq!(summary(&run)["failed_step"], "health");
 }

@@ -87,6 +87,22 @@ pub enum Command {
         /// The run folder.
         run: PathBuf,
     },
+
+    /// Print how many old replicas a batched rollout has left after the
+    /// batch whose `zdd-scale --batch` records are in FILE (its `batch`
+    /// record's `old_left`): 0 after the last batch.
+    OldLeft {
+        /// The output of `zdd-scale --batch`.
+        file: PathBuf,
+    },
+
+    /// Print the release that served before RUN began (the old replicas'),
+    /// which a batched rollout that fails is rolled back to; nothing when
+    /// no old replica ran.
+    FromRelease {
+        /// The run folder.
+        run: PathBuf,
+    },
 }
 
 /// Which service, as every zdd tool names it.
@@ -125,5 +141,15 @@ pub async fn run(args: Args) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         Command::RollbackRecords { run } => rollback::write_records(&run, progress).await,
+        Command::OldLeft { file } => {
+            println!("{}", runs::old_left(&file)?);
+            Ok(Outcome::Success)
+        }
+        Command::FromRelease { run } => {
+            if let Some(release) = runs::from_release(&run) {
+                println!("{release}");
+            }
+            Ok(Outcome::Success)
+        }
     }
 }

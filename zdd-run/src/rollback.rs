@@ -103,10 +103,12 @@ pub const DESTRUCTIVE_STEP: &str = "retire";
 /// Why the run's destructive step may have removed old replicas without
 /// saying so: it began and its output is not whole.
 fn retire_cut_short(dir: &Path) -> Option<String> {
+    // The last one to begin: with batches there is one per batch.
     let began = runs::step_lines(dir)
         .into_iter()
         .filter(|line| line.step == DESTRUCTIVE_STEP)
-        .find_map(|line| line.output)?;
+        .filter_map(|line| line.output)
+        .next_back()?;
     match complete_records(&dir.join(&began)) {
         Some(_) => None,
         None => Some(format!(
@@ -115,24 +117,36 @@ fn retire_cut_short(dir: &Path) -> Option<String> {
     }
 }
 
-/// The newest `NN-step.jsonl` of the run folder whose records are whole.
+/// The newest step output of the run folder whose records are whole: in
+/// the order the steps began (`steps.jsonl`), so the second batch's
+/// `b2-02-scaled.jsonl` is newer than the first batch's
+/// `07-forgotten.jsonl`. The rollback's own outputs (`r1-…`, `rb-…`) are
+/// never the start of a rollback. A folder whose `steps.jsonl` names no
+/// output is read by its file names (`01-image.jsonl` … `99-x.jsonl`).
 pub fn newest_complete_output(dir: &Path) -> Option<(PathBuf, Vec<Record>)> {
-    let mut outputs: Vec<PathBuf> = fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| is_step_output(p))
+    let mut outputs: Vec<PathBuf> = runs::step_lines(dir)
+        .into_iter()
+        .filter_map(|line| line.output)
+        .filter(|name| !name.starts_with('r'))
+        .map(|name| dir.join(name))
         .collect();
-    outputs.sort();
+    if outputs.is_empty() {
+        outputs = fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_numbered_output(p))
+            .collect();
+        outputs.sort();
+    }
     outputs
         .into_iter()
         .rev()
         .find_map(|path| complete_records(&path).map(|records| (path, records)))
 }
 
-/// `01-image.jsonl` … `99-x.jsonl`: the outputs of the deploy's steps (the
-/// rollback's own, `r1-…`, are not).
-fn is_step_output(path: &Path) -> bool {
+/// `01-image.jsonl` … `99-x.jsonl`.
+fn is_numbered_output(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
@@ -249,6 +263,24 @@ mod tests {
         let (path, records) = newest_complete_output(&dir).unwrap();
         assert_eq!(path, dir.join("02-scaled.jsonl"));
         assert_eq!(records.len(), 2);
+
+        // With steps.jsonl, the order the steps began decides: a second
+        // batch's scale is newer than the first batch's last step.
+        fs::write(dir.join("07-forgotten.jsonl"), &scaled).unwrap();
+        fs::write(dir.join("b2-02-scaled.jsonl"), IMAGE).unwrap();
+        let began = |out: &str| format!("{{\"step\":\"x\",\"output\":\"{out}\"}}\n");
+        let steps: String = [
+            "02-scaled.jsonl",
+            "07-forgotten.jsonl",
+            "b2-02-scaled.jsonl",
+            "r1-restored.jsonl",
+        ]
+        .iter()
+        .map(|o| began(o))
+        .collect();
+        fs::write(dir.join("steps.jsonl"), steps).unwrap();
+        let (path, _) = newest_complete_output(&dir).unwrap();
+        assert_eq!(path, dir.join("b2-02-scaled.jsonl"));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -78,6 +78,17 @@ pub struct Args {
     #[arg(long)]
     pub port: Option<u16>,
 
+    /// One batch of a rollout K replicas at a time: start at most K new
+    /// replicas, and list as `old` only the oldest old replicas they
+    /// replace, so the later steps touch no other (they serve on). Replicas
+    /// of the new release that run already count, so running it again
+    /// is the next batch. Writes a `batch` record saying how many old
+    /// replicas are left for later batches (`old_left`; 0: the last one).
+    /// The service keeps its size: without --replicas, as many as run now
+    /// of both releases.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: Option<u16>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -113,7 +124,12 @@ pub async fn run(args: Args) -> Result<Outcome> {
 
     let service = Service::resolve(&docker, &service_name, args.project.clone()).await?;
     let existing = service.containers(&docker, true).await?;
-    let plan = Plan::new(&existing, &image.release, args.replicas);
+    let plan = Plan::new(
+        &existing,
+        &image.release,
+        args.replicas,
+        args.batch.map(usize::from),
+    );
 
     let template = match (&spec, newest_running(&existing)) {
         (Some(spec), _) => spec.template(),
@@ -211,6 +227,19 @@ pub async fn run(args: Args) -> Result<Outcome> {
             Role::Old,
         ))?;
     }
+    if let Some(size) = args.batch {
+        let batch = BatchRecord {
+            size,
+            started: plan.to_start,
+            retiring: plan.old.iter().filter(|c| is_running(c)).count(),
+            old_left: plan.old_left,
+        };
+        progress.info(format_args!(
+            "batch of {size}: starting {}, replacing {} old replica(s); {} old left for later batches",
+            batch.started, batch.retiring, batch.old_left
+        ));
+        out.write(BATCH, &batch)?;
+    }
     Ok(Outcome::from_success(all_started))
 }
 
@@ -247,36 +276,82 @@ fn the_image_record(records: &[jsonl::Record]) -> Result<(usize, ImageRecord)> {
     Ok((first.line, first.image()?))
 }
 
+/// The record type that says how far a batched rollout is.
+pub const BATCH: &str = "batch";
+
+/// `"type": "batch"`: one batch of `zdd-scale --batch K`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchRecord {
+    /// K.
+    pub size: u16,
+    /// New replicas this batch starts.
+    pub started: usize,
+    /// Running old replicas this batch replaces (listed as `old`).
+    pub retiring: usize,
+    /// Running old replicas left for later batches (not listed).
+    pub old_left: usize,
+}
+
 /// Which existing containers are replicas of the new release and which are
 /// old, and how many replicas to start.
 struct Plan<'a> {
     wanted: usize,
     reused: Vec<&'a ContainerInspectResponse>,
+    /// The old containers this step hands on: all of them, or in a batch
+    /// the running ones it replaces (oldest first) and every stopped one.
     old: Vec<&'a ContainerInspectResponse>,
     to_start: usize,
+    /// Running old replicas a batch leaves alone.
+    old_left: usize,
 }
 
 impl<'a> Plan<'a> {
-    fn new(existing: &'a [ContainerInspectResponse], release: &str, replicas: Option<u16>) -> Self {
+    fn new(
+        existing: &'a [ContainerInspectResponse],
+        release: &str,
+        replicas: Option<u16>,
+        batch: Option<usize>,
+    ) -> Self {
         let (mut reused, mut old): (Vec<_>, Vec<_>) = existing
             .iter()
             .partition(|c| is_running(c) && release_of(c) == Some(release));
         let running_old = old.iter().filter(|c| is_running(c)).count();
-        let wanted = match replicas {
-            Some(n) => n as usize,
-            None => running_old.max(reused.len()).max(1),
+        let wanted = match (replicas, batch) {
+            (Some(n), _) => n as usize,
+            // Mid-rollout both releases serve: the service is all of them.
+            (None, Some(_)) => (running_old + reused.len()).max(1),
+            (None, None) => running_old.max(reused.len()).max(1),
         };
         // Replicas of this release beyond what is wanted are scaled away
         // like old ones; `existing` is oldest first, so the oldest stay.
         if reused.len() > wanted {
             old.extend(reused.split_off(wanted));
         }
-        let to_start = wanted - reused.len();
+        let mut to_start = wanted - reused.len();
+        let mut old_left = 0;
+        if let Some(size) = batch {
+            to_start = to_start.min(size);
+            // Replace only as many running old replicas as keep the
+            // service at `wanted`: capacity never drops, and at most
+            // `wanted + size` replicas run at once.
+            let running_after = reused.len() + to_start + running_old;
+            let replacing = running_after.saturating_sub(wanted).min(running_old);
+            let mut kept = 0;
+            old.retain(|c| {
+                if !is_running(c) {
+                    return true;
+                }
+                kept += 1;
+                kept <= replacing
+            });
+            old_left = running_old - replacing;
+        }
         Plan {
             wanted,
             reused,
             old,
             to_start,
+            old_left,
         }
     }
 }
@@ -427,4 +502,75 @@ async fn start_replica(
             container: None,
             error: Error::docker(format!("inspecting replica {name}"), e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerConfig, ContainerState};
+
+    fn container(id: &str, release: &str, running: bool) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some(id.into()),
+            state: Some(ContainerState {
+                running: Some(running),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                labels: Some(HashMap::from([(
+                    labels::RELEASE.to_string(),
+                    release.to_string(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ids(list: &[&ContainerInspectResponse]) -> Vec<String> {
+        list.iter().map(|c| c.id.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_starts_k_and_replaces_as_many_of_the_oldest_keeping_the_size() {
+        // Four old replicas, oldest first, and a stopped one.
+        let mut existing: Vec<_> = (1..=4)
+            .map(|i| container(&format!("o{i}"), "v1", true))
+            .collect();
+        existing.push(container("stopped", "v1", false));
+        let plan = Plan::new(&existing, "v2", None, Some(1));
+        assert_eq!((plan.wanted, plan.to_start, plan.old_left), (4, 1, 3));
+        assert_eq!(ids(&plan.old), ["o1", "stopped"]);
+
+        // The second batch: one v2 runs, o1 is gone.
+        let mut existing: Vec<_> = (2..=4)
+            .map(|i| container(&format!("o{i}"), "v1", true))
+            .collect();
+        existing.push(container("n1", "v2", true));
+        let plan = Plan::new(&existing, "v2", None, Some(1));
+        assert_eq!((plan.wanted, plan.to_start, plan.old_left), (4, 1, 2));
+        assert_eq!(ids(&plan.old), ["o2"]);
+        assert_eq!(ids(&plan.reused), ["n1"]);
+
+        // The last batch, with K larger than what is left.
+        let existing = vec![container("o4", "v1", true), container("n1", "v2", true)];
+        let plan = Plan::new(&existing, "v2", Some(2), Some(3));
+        assert_eq!((plan.to_start, plan.old_left), (1, 0));
+        assert_eq!(ids(&plan.old), ["o4"]);
+
+        // Nothing left: no batch to do.
+        let existing = vec![container("n1", "v2", true), container("n2", "v2", true)];
+        let plan = Plan::new(&existing, "v2", None, Some(1));
+        assert_eq!((plan.to_start, plan.old.len(), plan.old_left), (0, 0, 0));
+    }
+
+    #[test]
+    fn without_batches_every_old_replica_is_replaced_at_once() {
+        let existing: Vec<_> = (1..=3)
+            .map(|i| container(&format!("o{i}"), "v1", true))
+            .collect();
+        let plan = Plan::new(&existing, "v2", None, None);
+        assert_eq!((plan.wanted, plan.to_start, plan.old_left), (3, 3, 0));
+        assert_eq!(plan.old.len(), 3);
+    }
 }
