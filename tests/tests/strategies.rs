@@ -258,3 +258,80 @@ fn batches_of_one_keep_four_serving_and_at_most_five_running_and_a_failed_batch_
     assert_eq!(summary(&run)["result"], "rolled-back");
     assert_eq!(summary(&run)["failed_step"], "health");
 }
+
+#[test]
+fn a_canary_takes_its_share_beside_the_old_release_then_the_rest_follows_or_it_is_withdrawn() {
+    let (sandbox, haproxy) = stage("canary");
+    let before = replica_ids(&sandbox);
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+
+    // A canary that answers 500: withdrawn after a few of its share of
+    // requests; the old replicas never stopped serving.
+    let failing = sandbox.app_context("v2", &[("FAIL_ROOT", "1")]);
+    let reverted = deploy(
+        &sandbox,
+        &haproxy,
+        &failing,
+        &[
+            "--canary",
+            "10s",
+            "--canary-weight",
+            "20%",
+            "--watch-max-errors",
+            "3",
+        ],
+    );
+    reverted.expect_code(1);
+    assert!(
+        reverted
+            .stderr
+            .contains("canary: 1 new server(s) at weight"),
+        "{}",
+        reverted.stderr
+    );
+    let run = newest_run(&sandbox).unwrap();
+    assert_eq!(summary(&run)["failed_step"], "canary");
+    assert_eq!(summary(&run)["result"], "rolled-back");
+    assert_eq!(replica_ids(&sandbox), before, "the v1 replicas serve on");
+    let bad_load = load.stop();
+    let failures = bad_load["failures"].as_object().unwrap();
+    assert!(
+        failures
+            .iter()
+            .all(|(kind, n)| kind == "status_500" || n.as_u64() == Some(0)),
+        "{failures:?}"
+    );
+    eprintln!(
+        "figures: a failing canary at 20%: {} of {} requests answered 500 before it was withdrawn",
+        bad_load["failed"], bad_load["requests"]
+    );
+
+    // A good canary: v3 shares the traffic with v1 for the window, then
+    // the rollout goes on.
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+    let good = sandbox.app_context("v3", &[]);
+    let passed = deploy(
+        &sandbox,
+        &haproxy,
+        &good,
+        &["--canary", "2s", "--canary-weight", "20%"],
+    );
+    passed.expect_code(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let load = load.stop();
+    assert_no_failures(&load);
+    assert_eq!(versions_at_end(&load), ["v3"]);
+    assert_eq!(sandbox.serving_versions(), ["v3", "v3"]);
+    let run = newest_run(&sandbox).unwrap();
+    let watched = records_of(&run.join("c-05-watched.jsonl"));
+    let canary: Vec<&Value> = watched.iter().filter(|r| r["role"] == "new").collect();
+    assert_eq!(canary.len(), 1);
+    assert_eq!(canary[0]["watch"], "passed");
+    let versions = load["versions"].as_object().unwrap();
+    let (v1, v3) = (
+        versions.get("v1").and_then(Value::as_u64).unwrap_or(0),
+        versions.get("v3").and_then(Value::as_u64).unwrap_or(0),
+    );
+    assert!(v1 > 0 && v3 > 0, "{versions:?}");
+    eprintln!("figures: a good canary at 20% for 2 s: v1 {v1}, v3 {v3} requests; 0 failed");
+}

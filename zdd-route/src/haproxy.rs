@@ -358,6 +358,8 @@ pub struct ServerStat {
     /// `addr`: `ip:port` it sends to (empty from an HAProxy that does not
     /// say).
     pub addr: String,
+    /// `weight`: its effective weight (0 when the column is missing).
+    pub weight: u64,
 }
 
 impl ServerStat {
@@ -434,6 +436,7 @@ pub fn parse_stats(text: &str) -> std::result::Result<Vec<ServerStat>, String> {
     let counter = |name: &str| names.iter().position(|&h| h == name);
     let (stot, hrsp_5xx, eresp) = (counter("stot"), counter("hrsp_5xx"), counter("eresp"));
     let addr = counter("addr");
+    let weight = counter("weight");
     let mut servers = Vec::new();
     for line in lines {
         let fields = split_csv(line);
@@ -456,6 +459,7 @@ pub fn parse_stats(text: &str) -> std::result::Result<Vec<ServerStat>, String> {
                 .and_then(|i| fields.get(i))
                 .cloned()
                 .unwrap_or_default(),
+            weight: count(weight, "weight")?,
         });
     }
     Ok(servers)

@@ -58,9 +58,12 @@ use crate::router::{Report, Router};
 /// is the interval while a server is changing state, so a replica that
 /// stops answering is taken out 100 ms after its first failed check rather
 /// than 500 ms. An UP server is checked every `inter`.
+///
+/// `weight 100` rather than HAProxy's default 1, so a canary can be given
+/// a small share in whole weights without touching the other servers.
 pub const DEFAULT_SERVER_OPTIONS: &str =
     "check inter 500ms downinter 100ms fastinter 100ms fall 2 rise 1 \
-     pool-purge-delay 5s pool-max-conn -1";
+     pool-purge-delay 5s pool-max-conn -1 weight 100";
 
 /// Extra record field: why routing this container failed.
 pub const FIELD_ERROR: &str = "route_error";
@@ -158,6 +161,18 @@ pub struct Args {
     #[arg(long)]
     pub restore: bool,
 
+    /// A canary: route the new servers at this share of the backend's
+    /// traffic (`10%`; from the weights of the servers already serving,
+    /// which are not changed) and drain nothing. The next routing step
+    /// without it gives them their full weight again.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        value_parser = parse_percent,
+        conflicts_with_all = ["restore", "prune"]
+    )]
+    pub canary_weight: Option<u8>,
+
     /// The backend serves this service alone and the input lists all its
     /// containers: after routing, delete every server whose address is no
     /// live (not retired) container of the input. Converges a backend
@@ -177,6 +192,14 @@ fn parse_backend(text: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+fn parse_percent(text: &str) -> std::result::Result<u8, String> {
+    let number = text.strip_suffix('%').unwrap_or(text);
+    match number.parse::<u8>() {
+        Ok(p) if (1..=99).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a share of 1% to 99%")),
+    }
 }
 
 fn parse_server_options(text: &str) -> std::result::Result<String, String> {
@@ -204,6 +227,8 @@ pub async fn run(args: Args) -> Result<Outcome> {
         up_timeout: args.up_timeout,
         drain_timeout: args.drain_timeout,
         prune: args.prune,
+        canary_weight: args.canary_weight,
+        weight: "weight 100%".into(),
         progress,
         report: Report {
             updated: HashMap::new(),

@@ -98,6 +98,10 @@ pub(crate) struct Router {
     pub(crate) up_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) prune: bool,
+    pub(crate) canary_weight: Option<u8>,
+    /// The weight every server this step routes gets: `weight 100%` (its
+    /// full, initial weight), or a canary's share.
+    pub(crate) weight: String,
     pub(crate) progress: Progress,
     pub(crate) report: Report,
 }
@@ -110,7 +114,25 @@ impl Router {
         items: &[Item],
         containers: &[(usize, ContainerRecord)],
     ) -> Report {
+        if let Some(percent) = self.canary_weight {
+            match self.canary_weight_each(items, percent) {
+                Ok(each) => self.weight = format!("weight {each}"),
+                Err(e) => {
+                    let message = format!("reading the weights for the canary: {e}");
+                    self.progress.error(&message);
+                    for item in items.iter().filter(|i| i.action == Action::Route) {
+                        self.report.failure(item, &message, |r| r.routed = Some(false));
+                    }
+                    return self.report;
+                }
+            }
+        }
         self.bring_up(items, Action::Route);
+        if self.canary_weight.is_some() {
+            // The old servers serve on beside the canary: nothing drains.
+            self.remove_all(items, Action::Remove);
+            return self.report;
+        }
 
         let drains: Vec<&Item> = items.iter().filter(|i| i.action == Action::Drain).collect();
         if !drains.is_empty() {
@@ -248,6 +270,34 @@ impl Router {
         }
     }
 
+    /// A canary's weight per new server: `percent` of the backend's
+    /// traffic, from the weights of the servers that serve now (left as
+    /// they are). Weights are whole numbers up to 256, so the share is as
+    /// near as they allow; the progress line says what it is.
+    fn canary_weight_each(&self, items: &[Item], percent: u8) -> haproxy::Result<u64> {
+        let new: Vec<SocketAddr> = items
+            .iter()
+            .filter(|i| i.action == Action::Route)
+            .filter_map(|i| i.address)
+            .collect();
+        let serving: u64 = self
+            .runtime
+            .stats(&self.backend)?
+            .iter()
+            .filter(|s| s.is_up() && !new.iter().any(|a| s.addr == a.to_string()))
+            .map(|s| s.weight)
+            .sum();
+        let wanted = serving as f64 * f64::from(percent) / f64::from(100 - percent);
+        let each = ((wanted / new.len().max(1) as f64).round() as u64).clamp(1, 256);
+        let total = each * new.len() as u64;
+        self.progress.info(format_args!(
+            "canary: {} new server(s) at weight {each}: {:.1}% of the backend's traffic (asked {percent}%; the servers serving now weigh {serving})",
+            new.len(),
+            100.0 * total as f64 / (total + serving).max(1) as f64
+        ));
+        Ok(each)
+    }
+
     /// The servers of the backend that have `address`.
     fn servers_at(&self, address: &SocketAddr) -> haproxy::Result<(Vec<ServerState>, Vec<String>)> {
         let servers = self.runtime.servers_state(&self.backend)?;
@@ -276,6 +326,9 @@ impl Router {
                 &format!("{address} {}", self.server_options),
             );
             self.runtime.expect(&add, &["New server registered."])?;
+            // Before it is enabled: a canary never takes a full share.
+            self.runtime
+                .expect(&self.server_command("set server", &name, &self.weight), &[""])?;
             self.enable_health(&name)?;
             self.runtime
                 .expect(&self.server_command("enable server", &name, ""), &[""])?;
@@ -296,6 +349,10 @@ impl Router {
                 &self.server_command("set server", name, "state ready"),
                 &[""],
             )?;
+            // Its full (initial) weight again after a canary's share, or
+            // the canary's.
+            self.runtime
+                .expect(&self.server_command("set server", name, &self.weight), &[""])?;
             self.enable_health(name)?;
         }
         self.progress.info(format_args!(
