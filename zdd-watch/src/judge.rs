@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bollard::models::EventMessage;
 use zdd_core::record::Health;
 
 /// A new replica as the engine reports it now.
@@ -116,6 +117,28 @@ pub fn judge(
     })
 }
 
+/// The failure a `die` event of a watched replica is, as the engine sends
+/// it (before any inspect could say so).
+pub fn died(watched: &[Watched], event: &EventMessage) -> Option<Failure> {
+    if event.action.as_deref() != Some("die") {
+        return None;
+    }
+    let actor = event.actor.as_ref()?;
+    let replica = watched
+        .iter()
+        .find(|w| actor.id.as_deref() == Some(w.id.as_str()))?;
+    let code = actor
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get("exitCode"))
+        .map_or("?", String::as_str);
+    Some(Failure {
+        id: Some(replica.id.clone()),
+        health: Health::Exited,
+        reason: format!("{} exited (code {code}) during the watch", replica.label),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +180,26 @@ mod tests {
                 },
             ),
         ])
+    }
+
+    #[test]
+    fn a_die_event_of_a_watched_replica_is_a_failure_at_once() {
+        let event = |action: &str, id: &str| EventMessage {
+            action: Some(action.into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some(id.into()),
+                attributes: Some(HashMap::from([("exitCode".to_owned(), "3".to_owned())])),
+            }),
+            ..Default::default()
+        };
+        let failure = died(&watched(), &event("die", "b")).unwrap();
+        assert_eq!(
+            (failure.id.as_deref(), failure.health),
+            (Some("b"), Health::Exited)
+        );
+        assert!(failure.reason.contains("code 3"), "{}", failure.reason);
+        assert_eq!(died(&watched(), &event("die", "other")), None);
+        assert_eq!(died(&watched(), &event("exec_start", "a")), None);
     }
 
     #[test]

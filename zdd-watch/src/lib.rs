@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
         if let Some(failure) =
             judge::judge(&list, &engine, servers.as_ref(), &baseline, args.max_errors)
         {
-            break Some(failure);
+            break Some((failure, Instant::now()));
         }
         if started.elapsed() >= args.window {
             let served = sessions(&list, servers.as_ref()).saturating_sub(sessions_at_start);
@@ -153,24 +153,48 @@ pub async fn run(args: Args) -> Result<Outcome> {
             .min(args.window.saturating_sub(started.elapsed()));
         let event = async {
             match events.as_mut() {
-                Some(events) => events.recv().await.err(),
+                Some(events) => Some(events.recv().await),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
-            // An event: look now. A closed stream (the engine dropped it):
-            // the ticks go on.
-            error = event => if let Some(RecvError::Closed) = error {
-                events = None;
+            // An event: a watched replica that died fails the watch at
+            // once; any other, look now. A closed stream (the engine
+            // dropped it): the ticks go on.
+            event = event => match event {
+                Some(Ok(event)) => {
+                    if let Some(failure) = judge::died(&list, &event) {
+                        break Some((failure, Instant::now()));
+                    }
+                }
+                Some(Err(RecvError::Closed)) => events = None,
+                _ => {}
             },
         }
     };
 
+    // The instant revert, before anything else: the old servers are warm
+    // and checked, so they take traffic the moment they are ready; the
+    // rollback that follows withdraws the new ones.
+    let mut readied = Vec::new();
+    if let (Some((_, seen)), Some((runtime, backend))) = (&failure, &haproxy) {
+        for (index, record) in containers.iter().filter(|(_, c)| drained_old(c)) {
+            match make_ready(runtime, backend, record) {
+                Ok(0) => {}
+                Ok(_) => readied.push((*index, record, seen.elapsed())),
+                Err(e) => progress.error(format_args!(
+                    "could not make {} ready again (the rollback tries again): {e}",
+                    record.label()
+                )),
+            }
+        }
+    }
+
     let mut updated = HashMap::new();
     for (index, record, _) in &watched {
         let mut record = (*record).clone();
-        match &failure {
+        match failure.as_ref().map(|(f, _)| f) {
             None => record.watch = Some(Watch::Passed),
             Some(failure) => {
                 record.watch = Some(Watch::Failed);
@@ -182,37 +206,22 @@ pub async fn run(args: Args) -> Result<Outcome> {
         }
         updated.insert(*index, record);
     }
-    if let Some(Failure { reason, .. }) = &failure {
-        let seen = Instant::now();
+    if let Some((Failure { reason, .. }, _)) = &failure {
         progress.error(format_args!(
             "{reason} (after {:.1}s of {:?}); the release fails its watch",
             started.elapsed().as_secs_f64(),
             args.window
         ));
-        // The instant revert: the old servers are warm and checked, so
-        // they take traffic the moment they are ready; the rollback that
-        // follows withdraws the new ones.
-        if let Some((runtime, backend)) = &haproxy {
-            for (index, record) in containers.iter().filter(|(_, c)| drained_old(c)) {
-                match make_ready(runtime, backend, record) {
-                    Ok(0) => {}
-                    Ok(_) => {
-                        progress.info(format_args!(
-                            "{} is ready again, {} ms after the failure was seen",
-                            record.label(),
-                            seen.elapsed().as_millis()
-                        ));
-                        let mut record = record.clone();
-                        record.drained = Some(false);
-                        updated.insert(*index, record);
-                    }
-                    Err(e) => progress.error(format_args!(
-                        "could not make {} ready again (the rollback tries again): {e}",
-                        record.label()
-                    )),
-                }
-            }
-        }
+    }
+    for (index, record, after) in readied {
+        progress.info(format_args!(
+            "{} is ready again, {} ms after the failure was seen",
+            record.label(),
+            after.as_millis()
+        ));
+        let mut record = record.clone();
+        record.drained = Some(false);
+        updated.insert(index, record);
     }
     RecordWriter::stdout().containers_updated(&records, &updated)?;
     Ok(Outcome::from_success(failure.is_none()))
