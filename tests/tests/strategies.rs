@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 use zdd_e2e::{
     assert_no_failures, bin_with_wrapper, deploy, deploy_command, docker_lines, newest_run,
-    parse_records, replica_ids, stage, versions_at_end, Haproxy, Load, Sandbox, CLIENTS,
+    parse_records, replica_ids, signal_process, stage, versions_at_end, wait_for_run_step, Haproxy,
+    Load, Sandbox, CLIENTS,
 };
 
 fn records_of(path: &Path) -> Vec<Value> {
@@ -338,4 +339,46 @@ fn a_canary_takes_its_share_beside_the_old_release_then_the_rest_follows_or_it_i
     );
     assert!(v1 > 0 && v3 > 0, "{versions:?}");
     eprintln!("figures: a good canary at 20% for 2 s: v1 {v1}, v3 {v3} requests; 0 failed");
+}
+
+#[test]
+fn sigterm_during_the_watch_or_between_batches_rolls_back_and_a_rerun_converges() {
+    let (sandbox, haproxy) = stage("stratsig");
+    let before = replica_ids(&sandbox);
+    let v2 = sandbox.app_context("v2", &[]);
+    let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
+
+    for (extra, file) in [
+        (&["--watch", "20s"][..], "05-watched.jsonl"),
+        (&["--batch", "1"][..], "b2-02-scaled.jsonl"),
+    ] {
+        let earlier = newest_run(&sandbox);
+        let mut child = deploy_command(&sandbox, &haproxy, &v2, extra)
+            .spawn()
+            .unwrap();
+        wait_for_run_step(&sandbox, earlier.as_ref(), file, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        signal_process(child.id(), libc::SIGTERM);
+        assert_eq!(child.wait().unwrap().code(), Some(143), "{extra:?}");
+        // Between batches the retired v1 replicas are started again.
+        assert_eq!(sandbox.serving_versions(), ["v1", "v1"], "{extra:?}");
+        if extra[0] == "--watch" {
+            assert_eq!(replica_ids(&sandbox), before, "the v1 replicas serve on");
+        }
+        let run = newest_run(&sandbox).unwrap();
+        assert_eq!(summary(&run)["result"], "interrupted", "{extra:?}");
+    }
+    // Run twice: the batched deploy converges, and again changes nothing.
+    deploy(&sandbox, &haproxy, &v2, &["--batch", "1"]).expect_code(0);
+    let after = replica_ids(&sandbox);
+    deploy(&sandbox, &haproxy, &v2, &["--batch", "1"]).expect_code(0);
+    assert_eq!(
+        replica_ids(&sandbox),
+        after,
+        "a second run keeps the v2 replicas"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let load = load.stop();
+    assert_no_failures(&load);
+    assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
 }

@@ -88,10 +88,12 @@ pub enum Command {
         run: PathBuf,
     },
 
-    /// Print how many old replicas a batched rollout has left after the
-    /// batch whose `zdd-scale --batch` records are in FILE (its `batch`
-    /// record's `old_left`): 0 after the last batch.
-    OldLeft {
+    /// Print a number of the `batch` record in FILE (`zdd-scale --batch`):
+    /// `old_left`, the old replicas left after that batch (0 after the
+    /// last), or `replicas`, the size the service is kept at.
+    Batch {
+        #[arg(value_parser = ["old_left", "replicas"])]
+        field: String,
         /// The output of `zdd-scale --batch`.
         file: PathBuf,
     },
@@ -141,8 +143,8 @@ pub async fn run(args: Args) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         Command::RollbackRecords { run } => rollback::write_records(&run, progress).await,
-        Command::OldLeft { file } => {
-            println!("{}", runs::old_left(&file)?);
+        Command::Batch { field, file } => {
+            println!("{}", runs::batch_field(&file, &field)?);
             Ok(Outcome::Success)
         }
         Command::FromRelease { run } => {

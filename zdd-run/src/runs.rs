@@ -316,19 +316,19 @@ pub fn to_release(dir: &Path) -> Option<String> {
         .map(|image| image.release)
 }
 
-/// `old_left` of the `batch` record in `file` (zdd-scale --batch).
-pub fn old_left(file: &Path) -> Result<u64> {
-    let text =
-        fs::read(file).map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+/// A number of the `batch` record in `file` (zdd-scale --batch).
+pub fn batch_field(file: &Path, field: &str) -> Result<u64> {
+    let text = fs::read(file)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
     let records = jsonl::read_records(text.as_slice())?;
     records
         .iter()
         .find(|r| r.kind() == "batch")
-        .and_then(|r| r.object.get("old_left"))
+        .and_then(|r| r.object.get(field))
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| {
             Error::input(format!(
-                "{}: no `batch` record with `old_left` (from zdd-scale --batch)",
+                "{}: no `batch` record with `{field}` (from zdd-scale --batch)",
                 file.display()
             ))
         })

@@ -230,6 +230,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
     if let Some(size) = args.batch {
         let batch = BatchRecord {
             size,
+            replicas: plan.wanted,
             started: plan.to_start,
             retiring: plan.old.iter().filter(|c| is_running(c)).count(),
             old_left: plan.old_left,
@@ -284,6 +285,8 @@ pub const BATCH: &str = "batch";
 pub struct BatchRecord {
     /// K.
     pub size: u16,
+    /// The size the service is kept at.
+    pub replicas: usize,
     /// New replicas this batch starts.
     pub started: usize,
     /// Running old replicas this batch replaces (listed as `old`).
