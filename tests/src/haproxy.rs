@@ -24,6 +24,8 @@ pub struct Haproxy {
     /// The frontend's backend.
     pub backend: String,
     child: Child,
+    config: PathBuf,
+    log_path: PathBuf,
     /// The folder of its own, when it has one, removed after the process
     /// stopped.
     _scratch: Option<Scratch>,
@@ -117,36 +119,37 @@ impl HaproxyOptions {
         let config = dir.join("haproxy.cfg");
         std::fs::write(&config, lines.join("\n") + "\n").expect("write haproxy.cfg");
         let log_path = dir.join("haproxy.log");
-        let log = std::fs::File::create(&log_path).expect("create haproxy.log");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the log, twice"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start haproxy ({e}): apt-get install -y haproxy"));
         let mut haproxy = Haproxy {
             port,
             socket,
             tcp_socket,
             user_socket,
             backend: self.backend,
-            child,
+            child: spawn(&config, &log_path),
+            config,
+            log_path,
             _scratch: None,
         };
-        let up = poll_until(Duration::from_secs(10), || {
-            haproxy.try_command("show info").is_ok()
-                || !matches!(haproxy.child.try_wait(), Ok(None))
-        });
-        assert!(
-            up && matches!(haproxy.child.try_wait(), Ok(None)),
-            "haproxy did not open its admin socket: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+        haproxy.wait_for_socket();
         haproxy
     }
+}
+
+fn spawn(config: &Path, log_path: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open haproxy.log");
+    Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("the log, twice"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start haproxy ({e}): apt-get install -y haproxy"))
 }
 
 impl Haproxy {
@@ -164,6 +167,26 @@ impl Haproxy {
             tcp_socket: false,
             user_socket: false,
         }
+    }
+
+    /// Stops HAProxy and starts it again from its configuration file, as
+    /// a host's restart would: the servers added at runtime are gone.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config, &self.log_path);
+        self.wait_for_socket();
+    }
+
+    fn wait_for_socket(&mut self) {
+        let up = poll_until(Duration::from_secs(10), || {
+            self.try_command("show info").is_ok() || !matches!(self.child.try_wait(), Ok(None))
+        });
+        assert!(
+            up && matches!(self.child.try_wait(), Ok(None)),
+            "haproxy did not open its admin socket: {}",
+            std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        );
     }
 
     fn try_command(&self, command: &str) -> std::io::Result<String> {

@@ -635,7 +635,11 @@ mod tests {
         let text = "# pxname,svname,qcur,scur,status,check_status\nweb,a,0,0,UP 1/2,INI\nweb,b,,3,DOWN 1/2,L7OK\n";
         let stats = parse_stats(text).unwrap();
         assert!(!stats[0].is_up());
-        assert_eq!((stats[0].hrsp_5xx, stats[0].eresp), (0, 0), "no such columns");
+        assert_eq!(
+            (stats[0].hrsp_5xx, stats[0].eresp),
+            (0, 0),
+            "no such columns"
+        );
         assert_eq!(stats[1].qcur, 0);
         assert_eq!(stats[1].scur, 3);
     }

@@ -40,7 +40,7 @@ use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::{duration, Error, Result};
 
 use crate::haproxy::{Endpoint, Runtime, RuntimeError};
-pub use crate::plan::{plan, sanitize, server_name, Action, Item};
+pub use crate::plan::{plan, sanitize, server_name, Action, Item, Mode};
 use crate::router::{Report, Router};
 
 /// The options a server added with `add server` gets by default. Dynamic
@@ -96,6 +96,18 @@ pub const FIELD_DRAIN_TIMED_OUT: &str = "drain_timed_out";
 ///       address (not running), has nothing to drain.
 ///   retired true (any role)
 ///       Put its server in maintenance and delete it: `"routed": false`.
+///       Only a server zdd-route added (named for the container) is
+///       deleted; a `server` line of the configuration, a
+///       `server-template` slot or anyone else's server at that address
+///       stays, in maintenance.
+///
+/// --sync (input: `zdd-ps SERVICE`), per container record:
+///   running (and not unhealthy)
+///       As a healthy new one above: added or made ready, confirmed UP.
+///   every other server of the backend
+///       As with --prune: deleted if zdd-route added it, else kept in
+///       maintenance. Run it after HAProxy restarts or reloads (which
+///       forgets servers added at runtime), or for a new HAProxy.
 ///
 /// --restore (the rollback), per container record:
 ///   role old
@@ -161,6 +173,15 @@ pub struct Args {
     #[arg(long)]
     pub restore: bool,
 
+    /// Make the backend hold exactly the service's running replicas (the
+    /// input: `zdd-ps SERVICE` records): each running one is added or made
+    /// ready and confirmed UP, every other server is deleted (or, one of
+    /// the configuration, put in maintenance). A server that serves is not
+    /// disturbed. For HAProxy after a restart or reload, which forgets the
+    /// servers added at runtime, or for a new HAProxy.
+    #[arg(long, conflicts_with_all = ["restore", "prune"])]
+    pub sync: bool,
+
     /// A canary: route the new servers at this share of the backend's
     /// traffic (`10%`; from the weights of the servers already serving,
     /// which are not changed) and drain nothing. The next routing step
@@ -169,7 +190,7 @@ pub struct Args {
         long,
         value_name = "PERCENT",
         value_parser = parse_percent,
-        conflicts_with_all = ["restore", "prune"]
+        conflicts_with_all = ["restore", "prune", "sync"]
     )]
     pub canary_weight: Option<u8>,
 
@@ -215,7 +236,12 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new("zdd-route", args.common.quiet);
     let records = jsonl::read_stdin()?;
     let containers = jsonl::require_containers(&records, "zdd-health")?;
-    let items = plan(&records, &containers, args.restore)?;
+    let mode = match (args.restore, args.sync) {
+        (true, _) => Mode::Restore,
+        (_, true) => Mode::Sync,
+        _ => Mode::Deploy,
+    };
+    let items = plan(&records, &containers, mode)?;
 
     let runtime = Runtime::new(Endpoint::parse(&args.socket));
     preflight(&runtime, &args.backend)?;
@@ -226,7 +252,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
         server_options: args.server_options.clone(),
         up_timeout: args.up_timeout,
         drain_timeout: args.drain_timeout,
-        prune: args.prune,
+        prune: args.prune || args.sync,
         canary_weight: args.canary_weight,
         weight: "weight 100%".into(),
         progress,

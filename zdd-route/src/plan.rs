@@ -19,6 +19,18 @@ use zdd_core::{Error, Result};
 
 use crate::haproxy::ServerState;
 
+/// What the step is asked to do with the whole input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Route the new, drain the old, remove the retired.
+    Deploy,
+    /// `--restore`: the rollback.
+    Restore,
+    /// `--sync`: the input is every container of the service (zdd-ps);
+    /// each running one is routed, whatever its role.
+    Sync,
+}
+
 /// What this step does with one container record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -36,10 +48,16 @@ pub enum Action {
 
 impl Action {
     /// The action for `record`, if any.
-    pub fn for_record(record: &ContainerRecord, restore: bool) -> Option<Action> {
+    pub fn for_record(record: &ContainerRecord, mode: Mode) -> Option<Action> {
         if record.retired == Some(true) {
             return Some(Action::Remove);
         }
+        if mode == Mode::Sync {
+            let running = record.state.as_deref() == Some("running");
+            let unhealthy = matches!(record.health, Some(Health::Unhealthy | Health::Exited));
+            return (running && !unhealthy).then_some(Action::Route);
+        }
+        let restore = mode == Mode::Restore;
         match (record.role, restore) {
             (Some(Role::New), false) if record.health == Some(Health::Healthy) => {
                 Some(Action::Route)
@@ -95,13 +113,13 @@ impl Item {
 pub fn plan(
     records: &[Record],
     containers: &[(usize, ContainerRecord)],
-    restore: bool,
+    mode: Mode,
 ) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let mut live: HashMap<SocketAddr, usize> = HashMap::new();
     for (index, record) in containers {
         let line = records[*index].line;
-        let Some(action) = Action::for_record(record, restore) else {
+        let Some(action) = Action::for_record(record, mode) else {
             continue;
         };
         let address = match &record.address {
@@ -178,6 +196,31 @@ pub(crate) fn unused_name(servers: &[ServerState], record: &ContainerRecord) -> 
         .expect("some suffix is free")
 }
 
+/// Whether `name` is one [`unused_name`] gives `record`'s server: the
+/// servers zdd-route added for that container, the only ones it deletes.
+/// Any other server at its address (a `server` line of the configuration,
+/// a `server-template` slot, someone else's) is only put in maintenance.
+pub(crate) fn named_for(name: &str, record: &ContainerRecord) -> bool {
+    let base = server_name(record);
+    let Some(rest) = name.strip_prefix(base.as_str()) else {
+        return false;
+    };
+    let suffix = rest.strip_prefix('-');
+    rest.is_empty()
+        || suffix == Some(sanitize(record.short_id()).as_str())
+        || suffix.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `name` is shaped like the server zdd-route adds for a replica of
+/// `service` (named after the container: `SERVICE-RELEASE-N`, or Compose's
+/// `PROJECT_SERVICE_N`), for `--prune`, which has no record of the
+/// container a stale server was for.
+pub(crate) fn replica_shaped(name: &str, service: &str, project: Option<&str>) -> bool {
+    let zdd = format!("{}-", sanitize(service));
+    let compose = project.map(|p| sanitize(&format!("{p}_{service}_")));
+    name.starts_with(&zdd) || compose.is_some_and(|c| name.starts_with(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use zdd_core::jsonl;
@@ -231,24 +274,49 @@ mod tests {
         let mut retired = container("d", Some(Role::Old), None);
         retired.retired = Some(true);
         let plain = container("e", None, None);
-        assert_eq!(Action::for_record(&healthy, false), Some(Action::Route));
-        assert_eq!(Action::for_record(&unhealthy, false), None);
-        assert_eq!(Action::for_record(&old, false), Some(Action::Drain));
-        assert_eq!(Action::for_record(&retired, false), Some(Action::Remove));
-        assert_eq!(Action::for_record(&plain, false), None);
+        assert_eq!(
+            Action::for_record(&healthy, Mode::Deploy),
+            Some(Action::Route)
+        );
+        assert_eq!(Action::for_record(&unhealthy, Mode::Deploy), None);
+        assert_eq!(Action::for_record(&old, Mode::Deploy), Some(Action::Drain));
+        assert_eq!(
+            Action::for_record(&retired, Mode::Deploy),
+            Some(Action::Remove)
+        );
+        assert_eq!(Action::for_record(&plain, Mode::Deploy), None);
         // A rollback withdraws only what its run started.
-        assert_eq!(Action::for_record(&healthy, true), None);
+        assert_eq!(Action::for_record(&healthy, Mode::Restore), None);
         let mut started = healthy.clone();
         started.started = Some(true);
-        assert_eq!(Action::for_record(&started, true), Some(Action::Withdraw));
+        assert_eq!(
+            Action::for_record(&started, Mode::Restore),
+            Some(Action::Withdraw)
+        );
         let mut started_unhealthy = unhealthy.clone();
         started_unhealthy.started = Some(true);
         assert_eq!(
-            Action::for_record(&started_unhealthy, true),
+            Action::for_record(&started_unhealthy, Mode::Restore),
             Some(Action::Withdraw)
         );
-        assert_eq!(Action::for_record(&old, true), Some(Action::Restore));
-        assert_eq!(Action::for_record(&retired, true), Some(Action::Remove));
+        assert_eq!(
+            Action::for_record(&old, Mode::Restore),
+            Some(Action::Restore)
+        );
+        assert_eq!(
+            Action::for_record(&retired, Mode::Restore),
+            Some(Action::Remove)
+        );
+        // --sync: every running container, whatever its role.
+        let mut running = plain.clone();
+        running.state = Some("running".into());
+        assert_eq!(
+            Action::for_record(&running, Mode::Sync),
+            Some(Action::Route)
+        );
+        let mut exited = plain.clone();
+        exited.state = Some("exited".into());
+        assert_eq!(Action::for_record(&exited, Mode::Sync), None);
     }
 
     fn records(lines: &str) -> Vec<Record> {
@@ -264,7 +332,7 @@ mod tests {
             "\n"
         ));
         let containers = jsonl::containers(&input).unwrap();
-        let err = plan(&input, &containers, false).unwrap_err();
+        let err = plan(&input, &containers, Mode::Deploy).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(err.to_string().contains("no `address`"), "{err}");
@@ -274,7 +342,7 @@ mod tests {
             "\n"
         ));
         let containers = jsonl::containers(&input).unwrap();
-        assert!(plan(&input, &containers, false).unwrap().is_empty());
+        assert!(plan(&input, &containers, Mode::Deploy).unwrap().is_empty());
     }
 
     #[test]
@@ -284,7 +352,7 @@ mod tests {
             "\n"
         ));
         let containers = jsonl::containers(&input).unwrap();
-        let err = plan(&input, &containers, false).unwrap_err();
+        let err = plan(&input, &containers, Mode::Deploy).unwrap_err();
         assert!(err.to_string().contains("not IP:PORT"), "{err}");
 
         let input = records(concat!(
@@ -296,8 +364,31 @@ mod tests {
             "\n"
         ));
         let containers = jsonl::containers(&input).unwrap();
-        let err = plan(&input, &containers, false).unwrap_err();
+        let err = plan(&input, &containers, Mode::Deploy).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn only_the_names_zdd_gives_a_container_are_deleted() {
+        let mut record = container("api-3f2a1b4c-1", Some(Role::Old), None);
+        record.id = "0123456789abcdef".into();
+        assert!(named_for("api-3f2a1b4c-1", &record));
+        assert!(named_for("api-3f2a1b4c-1-2", &record));
+        assert!(named_for("api-3f2a1b4c-1-0123456789ab", &record));
+        assert!(
+            !named_for("web1", &record),
+            "a server line of the configuration"
+        );
+        assert!(
+            !named_for("api-3f2a1b4c-10", &record),
+            "another container's"
+        );
+        assert!(replica_shaped("api-3f2a1b4c-1", "api", None));
+        assert!(replica_shaped("shop_api_3", "api", Some("shop")));
+        assert!(
+            !replica_shaped("api1", "api", None),
+            "a server-template slot"
+        );
     }
 }

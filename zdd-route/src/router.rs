@@ -21,7 +21,7 @@ use zdd_core::evidence::{self, Routing};
 use zdd_core::record::ContainerRecord;
 
 use crate::haproxy::{self, Runtime, RuntimeError, ServerStat, ServerState};
-use crate::plan::{unused_name, Action, Item};
+use crate::plan::{named_for, replica_shaped, unused_name, Action, Item};
 use crate::{FIELD_DRAIN_TIMED_OUT, FIELD_ERROR};
 
 /// How often HAProxy is asked whether a server is UP or drained.
@@ -121,7 +121,8 @@ impl Router {
                     let message = format!("reading the weights for the canary: {e}");
                     self.progress.error(&message);
                     for item in items.iter().filter(|i| i.action == Action::Route) {
-                        self.report.failure(item, &message, |r| r.routed = Some(false));
+                        self.report
+                            .failure(item, &message, |r| r.routed = Some(false));
                     }
                     return self.report;
                 }
@@ -175,14 +176,42 @@ impl Router {
                 return;
             }
         };
+        // An empty template slot (no address yet) and a server already in
+        // maintenance route nothing: left as they are.
+        let routes = |s: &&ServerState| {
+            !s.in_maintenance()
+                && s.addr
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| !ip.is_unspecified())
+        };
+        let service = items
+            .first()
+            .map(|i| (i.record.service.clone(), i.record.project.clone()));
         for server in servers
             .iter()
+            .filter(routes)
             .filter(|s| !live.iter().any(|a| s.has_address(a)))
         {
-            match self.delete_server(&server.name) {
-                Ok(()) => self.progress.info(format_args!(
-                    "pruned server {}/{} ({}:{}): no live container has its address",
-                    self.backend, server.name, server.addr, server.port
+            let ours = service.as_ref().is_some_and(|(name, project)| {
+                replica_shaped(&server.name, name, project.as_deref())
+            });
+            let removed = if ours {
+                self.delete_server(&server.name)
+            } else {
+                self.maintain_server(&server.name)
+                    .map(|()| Removal::Maintenance)
+            };
+            match removed {
+                Ok(how) => self.progress.info(format_args!(
+                    "pruned server {}/{} ({}:{}), {}: no live container has its address",
+                    self.backend,
+                    server.name,
+                    server.addr,
+                    server.port,
+                    match how {
+                        Removal::Deleted => "deleted",
+                        Removal::Maintenance => "in maintenance (a server zdd did not add)",
+                    }
                 )),
                 Err(e) => {
                     self.progress.error(format_args!(
@@ -327,8 +356,10 @@ impl Router {
             );
             self.runtime.expect(&add, &["New server registered."])?;
             // Before it is enabled: a canary never takes a full share.
-            self.runtime
-                .expect(&self.server_command("set server", &name, &self.weight), &[""])?;
+            self.runtime.expect(
+                &self.server_command("set server", &name, &self.weight),
+                &[""],
+            )?;
             self.enable_health(&name)?;
             self.runtime
                 .expect(&self.server_command("enable server", &name, ""), &[""])?;
@@ -351,8 +382,10 @@ impl Router {
             )?;
             // Its full (initial) weight again after a canary's share, or
             // the canary's.
-            self.runtime
-                .expect(&self.server_command("set server", name, &self.weight), &[""])?;
+            self.runtime.expect(
+                &self.server_command("set server", name, &self.weight),
+                &[""],
+            )?;
             self.enable_health(name)?;
         }
         self.progress.info(format_args!(
@@ -637,25 +670,46 @@ impl Router {
             return Ok(());
         }
         for name in &names {
-            self.delete_server(name)?;
-            self.progress.info(format_args!(
-                "removed {} (server {name}) from {}",
-                item.describe(),
-                self.backend
-            ));
+            let removal = if named_for(name, &item.record) {
+                self.delete_server(name)?
+            } else {
+                self.maintain_server(name)?;
+                Removal::Maintenance
+            };
+            let what = item.describe();
+            match removal {
+                Removal::Deleted => self.progress.info(format_args!(
+                    "removed {what} (server {name}) from {}",
+                    self.backend
+                )),
+                Removal::Maintenance => self.progress.info(format_args!(
+                    "put {what} (server {name}) in {} in maintenance: a server zdd did not add is never deleted",
+                    self.backend
+                )),
+            }
         }
+        Ok(())
+    }
+
+    /// `set server … state maint`: no traffic, nothing deleted.
+    fn maintain_server(&self, name: &str) -> haproxy::Result<()> {
+        let maint = self.server_command("set server", name, "state maint");
+        self.runtime.expect(&maint, &["", "No such server."])?;
         Ok(())
     }
 
     /// `set server … state maint`, then `del server`; a server that still
     /// has connections gets them shut down, and the delete is retried for a
-    /// moment. A server already gone is success.
-    fn delete_server(&self, name: &str) -> haproxy::Result<()> {
+    /// moment. A server already gone is success. A server of the
+    /// configuration (a `server` line, a `server-template` slot) cannot be
+    /// deleted, and zdd did not add it: it stays, in maintenance (a DNS
+    /// template slot is filled again by HAProxy's resolvers).
+    fn delete_server(&self, name: &str) -> haproxy::Result<Removal> {
         const GONE: &str = "No such server.";
         const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
         let maint = self.server_command("set server", name, "state maint");
         if self.runtime.expect(&maint, &["", GONE])? == GONE {
-            return Ok(());
+            return Ok(Removal::Deleted);
         }
         let del = self.server_command("del server", name, "");
         let start = Instant::now();
@@ -663,7 +717,8 @@ impl Router {
         loop {
             let answer = self.runtime.command(&del)?;
             match answer.trim() {
-                "Server deleted." | GONE => return Ok(()),
+                "Server deleted." | GONE => return Ok(Removal::Deleted),
+                refusal if is_configured_server(refusal) => return Ok(Removal::Maintenance),
                 BUSY if start.elapsed() < REMOVE_GRACE => {
                     if !shut_down {
                         let shutdown = self.server_command("shutdown sessions server", name, "");
@@ -681,6 +736,22 @@ impl Router {
             }
         }
     }
+}
+
+/// How a server left the rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    Deleted,
+    /// A server of the configuration: kept, in maintenance.
+    Maintenance,
+}
+
+/// HAProxy's refusals of `del server` for a server of the configuration
+/// ("Only servers added at runtime via <add server> can be deleted.", and
+/// for one other settings point to, "This server cannot be removed at
+/// runtime due to other configuration elements pointing to it.").
+fn is_configured_server(answer: &str) -> bool {
+    answer.contains("added at runtime") || answer.contains("cannot be removed at runtime")
 }
 
 fn mark_drained(record: &mut ContainerRecord, drained: Drained) {

@@ -421,7 +421,8 @@ fn a_server_from_the_config_file_is_adopted_by_address() {
         run.stderr
     );
 
-    // Replaced: legacy-1 is drained, then deleted once retired.
+    // Replaced: legacy-1 is drained, then, once retired, put in
+    // maintenance: a server of the configuration is never deleted.
     let run = route(&[legacy.record("old"), m.new_healthy()]);
     run.expect_code(0);
     assert_eq!(run.container(&legacy.name)["drained"], json!(true));
@@ -434,7 +435,11 @@ fn a_server_from_the_config_file_is_adopted_by_address() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, ["api-m"]);
+    assert_eq!(names, ["legacy-1", "api-m"]);
+    assert!(haproxy
+        .server_at("legacy", legacy.port)
+        .unwrap()
+        .in_maintenance());
 }
 
 #[test]
