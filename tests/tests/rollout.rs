@@ -197,9 +197,10 @@ fn a_crashing_release_fails_at_the_crash_with_its_log() {
         "the crash log is shown:\n{}",
         checked.stderr
     );
-    // The crash is 1 s after start; the deadline is 60 s away.
+    // The crash is 1 s after start; the deadline is 60 s away (a bound
+    // far from both, so a busy machine does not fail it).
     assert!(
-        waited.as_secs_f64() < 3.0,
+        waited.as_secs_f64() < 20.0,
         "zdd-health reported the crash after {waited:?}"
     );
     run("zdd-retire", &["--role", "new"], &checked.stdout).expect_code(0);

@@ -6,8 +6,11 @@
 //! is honoured as the docker CLI honours it.
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, ContainerSummary};
+use std::time::Duration;
+
+use bollard::models::{ContainerInspectResponse, ContainerSummary, HealthConfig};
 use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use bollard::ClientVersion;
 pub use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -15,13 +18,41 @@ use crate::labels;
 use crate::record::ContainerRecord;
 use crate::{Error, Result};
 
+/// Docker's defaults for a HEALTHCHECK that leaves them out.
+const DOCKER_DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DOCKER_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DOCKER_DEFAULT_RETRIES: u32 = 3;
+
 /// Connects to the engine named by `DOCKER_HOST` (default: the local unix
 /// socket) and negotiates the API version.
+///
+/// On a unix socket the version comes from the engine's `/_ping` answer
+/// (its `Api-Version` header), as the docker CLI negotiates: `/version`,
+/// bollard's way, makes the engine run `runc --version` and
+/// `docker-init --version` and ask containerd, 10 ms on an idle engine and
+/// several times that on a busy one, for every tool of every deploy.
 pub async fn connect() -> Result<Docker> {
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let docker = Docker::connect_with_defaults()
-        .map_err(|e| Error::docker(format!("cannot connect to the Docker engine at {host}"), e))?;
+    let cannot_connect =
+        |e| Error::docker(format!("cannot connect to the Docker engine at {host}"), e);
+    if let Some(path) = host.strip_prefix("unix://") {
+        let path = path.to_owned();
+        let pinged = tokio::task::spawn_blocking(move || ping_api_version(&path))
+            .await
+            .ok()
+            .flatten();
+        if let Some(server) = pinged {
+            let version = if server < *bollard::API_DEFAULT_VERSION {
+                server
+            } else {
+                *bollard::API_DEFAULT_VERSION
+            };
+            return Docker::connect_with_unix(&host, CONNECT_TIMEOUT_SECS, &version)
+                .map_err(cannot_connect);
+        }
+    }
+    let docker = Docker::connect_with_defaults().map_err(cannot_connect)?;
     docker.negotiate_version().await.map_err(|e| {
         Error::docker(
             format!(
@@ -29,6 +60,48 @@ pub async fn connect() -> Result<Docker> {
             ),
             e,
         )
+    })
+}
+
+/// bollard's default request timeout, kept for the connections made here.
+const CONNECT_TIMEOUT_SECS: u64 = 120;
+
+/// The API version the engine on the unix socket `path` answers `/_ping`
+/// with; `None` when it cannot be asked (the caller falls back to
+/// `/version`, whose error says why).
+fn ping_api_version(path: &str) -> Option<ClientVersion> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.take(16 * 1024).read_to_end(&mut answer).ok()?;
+    api_version_header(&String::from_utf8_lossy(&answer))
+}
+
+/// The `Api-Version: 1.41` header of an HTTP answer of status 200.
+fn api_version_header(answer: &str) -> Option<ClientVersion> {
+    let head = answer.split("\r\n\r\n").next()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?;
+    if status.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    let value = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("api-version")
+            .then(|| value.trim())
+    })?;
+    let (major, minor) = value.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
     })
 }
 
@@ -144,6 +217,47 @@ pub async fn containers_labelled(
         .map_err(|e| Error::docker(format!("listing the containers labelled {key}={value}"), e))
 }
 
+/// The containers with these full ids (running or not), in one request.
+///
+/// The engine answers a listing from its in-memory view, without taking
+/// each container's lock as `inspect` does (a lock a running HEALTHCHECK
+/// exec holds, on a busy host, for tens to hundreds of milliseconds). Only
+/// full ids (64 hex digits) are asked for, since the engine matches the
+/// `id` filter as a pattern; a container listed here is one of them, and
+/// one missing may still exist under another spelling of its id: ask
+/// [`Docker::inspect_container`] about it.
+pub async fn containers_with_ids(
+    docker: &Docker,
+    ids: impl IntoIterator<Item = &str>,
+) -> Result<Vec<ContainerSummary>> {
+    let ids: Vec<String> = ids
+        .into_iter()
+        .filter(|id| is_full_id(id))
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filters = std::collections::HashMap::from([("id".to_string(), ids.clone())]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| Error::docker(format!("listing {} container(s) by id", ids.len()), e))?;
+    Ok(listed
+        .into_iter()
+        .filter(|c| c.id.as_ref().is_some_and(|id| ids.contains(id)))
+        .collect())
+}
+
+/// Whether `id` is a full container id: 64 lowercase hex digits.
+pub fn is_full_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// `sha256:0123…` → `0123456789ab`.
 pub fn short_image_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
@@ -218,4 +332,83 @@ pub fn container_events<'a>(
         }
     });
     sender
+}
+
+/// The container's effective HEALTHCHECK, unless it has none or `NONE`.
+pub fn healthcheck_of(inspect: &ContainerInspectResponse) -> Option<HealthConfig> {
+    let check = inspect.config.as_ref()?.healthcheck.clone()?;
+    match check.test.as_deref() {
+        Some([first, ..]) if first == "NONE" => None,
+        Some([]) | None => None,
+        Some(_) => Some(check),
+    }
+}
+
+/// How long Docker may take to call a container healthy before it would
+/// call it unhealthy: the start period, then `retries` failed checks (plus
+/// one), each taking up to an interval and a timeout.
+pub fn healthcheck_deadline(check: &HealthConfig) -> Duration {
+    let nanos = |value: Option<i64>, default: Duration| match value {
+        Some(n) if n > 0 => Duration::from_nanos(n as u64),
+        _ => default,
+    };
+    let interval = nanos(check.interval, DOCKER_DEFAULT_INTERVAL);
+    let timeout = nanos(check.timeout, DOCKER_DEFAULT_TIMEOUT);
+    let start_period = nanos(check.start_period, Duration::ZERO);
+    let retries = match check.retries {
+        Some(n) if n > 0 => n as u32,
+        _ => DOCKER_DEFAULT_RETRIES,
+    };
+    start_period + interval * (retries + 1) + timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_comes_from_the_ping_headers() {
+        let answer = "HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK";
+        let version = api_version_header(answer).unwrap();
+        assert_eq!((version.major_version, version.minor_version), (1, 41));
+        assert!(api_version_header(
+            "HTTP/1.0 500 Internal Server Error\r\nApi-Version: 1.41\r\n\r\n"
+        )
+        .is_none());
+        assert!(api_version_header("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK").is_none());
+    }
+
+    #[test]
+    fn only_full_ids_are_listed_by_id() {
+        let id = "4e12bd4b16e040a7c87f982d877cebfee472871c733666e540f4db25e3f3122c";
+        assert!(is_full_id(id));
+        assert!(
+            !is_full_id(&id[..12]),
+            "a prefix could match another container"
+        );
+        assert!(!is_full_id(&id.to_uppercase()));
+        assert!(
+            !is_full_id(&format!("{}.*", &id[..62])),
+            "the engine reads it as a pattern"
+        );
+    }
+
+    #[test]
+    fn deadline_follows_the_healthcheck() {
+        let check = HealthConfig {
+            interval: Some(1_000_000_000),
+            timeout: Some(500_000_000),
+            retries: Some(3),
+            start_period: Some(2_000_000_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            healthcheck_deadline(&check),
+            Duration::from_millis(2000 + 4000 + 500)
+        );
+        assert_eq!(
+            healthcheck_deadline(&HealthConfig::default()),
+            Duration::from_secs(30 * 4 + 30)
+        );
+    }
 }

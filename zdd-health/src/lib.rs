@@ -18,13 +18,11 @@
 pub mod probe;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bollard::models::{ContainerInspectResponse, EventMessage, HealthConfig, HealthStatusEnum};
-use bollard::query_parameters::EventsOptionsBuilder;
+use bollard::models::{ContainerInspectResponse, EventMessage, HealthStatusEnum};
 use clap::Parser;
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
@@ -33,12 +31,11 @@ use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::record::{ContainerRecord, Health, Role};
 use zdd_core::{duration, Error, Result};
 
+pub use zdd_core::docker::healthcheck_deadline;
+use zdd_core::docker::healthcheck_of;
+
 use crate::probe::Probe;
 
-/// Docker's defaults for a HEALTHCHECK that leaves them out.
-const DOCKER_DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-const DOCKER_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DOCKER_DEFAULT_RETRIES: u32 = 3;
 /// The deadline for a probe on a container without a healthcheck.
 const PROBE_DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Lines of a dead container's log shown on stderr.
@@ -121,7 +118,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
     };
 
     let docker = docker::connect().await?;
-    let events = subscribe(&docker, new.iter().map(|(_, c)| c.id.as_str()));
+    let events = docker::container_events(&docker, new.iter().map(|(_, c)| c.id.as_str()));
     let watches = new.iter().map(|(_, record)| {
         let watch = Watch {
             docker: &docker,
@@ -152,39 +149,6 @@ pub async fn run(args: Args) -> Result<Outcome> {
         .collect();
     RecordWriter::stdout().containers_updated(&records, &updated)?;
     Ok(Outcome::from_success(all_healthy))
-}
-
-/// Container events fanned out to every watch. Opened with `since` a
-/// moment ago so that nothing between now and the stream's first poll is
-/// missed.
-fn subscribe<'a>(
-    docker: &Docker,
-    ids: impl Iterator<Item = &'a str>,
-) -> broadcast::Sender<EventMessage> {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(Duration::from_secs(1));
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("container".to_string(), ids.map(str::to_owned).collect()),
-    ]);
-    let options = EventsOptionsBuilder::default()
-        .since(&format!("{}.{:09}", since.as_secs(), since.subsec_nanos()))
-        .filters(&filters)
-        .build();
-    let (sender, _) = broadcast::channel(256);
-    let forward = sender.clone();
-    let mut stream = docker.events(Some(options));
-    tokio::spawn(async move {
-        while let Some(Ok(event)) = stream.next().await {
-            // No receiver left means every watch is done.
-            if forward.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    sender
 }
 
 /// The watch of one container.
@@ -404,56 +368,4 @@ fn dead(inspect: &ContainerInspectResponse) -> Option<Verdict> {
 
 fn health_status(inspect: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
     inspect.state.as_ref()?.health.as_ref()?.status
-}
-
-/// The container's effective HEALTHCHECK, unless it has none or `NONE`.
-fn healthcheck_of(inspect: &ContainerInspectResponse) -> Option<HealthConfig> {
-    let check = inspect.config.as_ref()?.healthcheck.clone()?;
-    match check.test.as_deref() {
-        Some([first, ..]) if first == "NONE" => None,
-        Some([]) | None => None,
-        Some(_) => Some(check),
-    }
-}
-
-/// How long Docker may take to call a container healthy before it would
-/// call it unhealthy: the start period, then `retries` failed checks (plus
-/// one), each taking up to an interval and a timeout.
-pub fn healthcheck_deadline(check: &HealthConfig) -> Duration {
-    let nanos = |value: Option<i64>, default: Duration| match value {
-        Some(n) if n > 0 => Duration::from_nanos(n as u64),
-        _ => default,
-    };
-    let interval = nanos(check.interval, DOCKER_DEFAULT_INTERVAL);
-    let timeout = nanos(check.timeout, DOCKER_DEFAULT_TIMEOUT);
-    let start_period = nanos(check.start_period, Duration::ZERO);
-    let retries = match check.retries {
-        Some(n) if n > 0 => n as u32,
-        _ => DOCKER_DEFAULT_RETRIES,
-    };
-    start_period + interval * (retries + 1) + timeout
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_follows_the_healthcheck() {
-        let check = HealthConfig {
-            interval: Some(1_000_000_000),
-            timeout: Some(500_000_000),
-            retries: Some(3),
-            start_period: Some(2_000_000_000),
-            ..Default::default()
-        };
-        assert_eq!(
-            healthcheck_deadline(&check),
-            Duration::from_millis(2000 + 4000 + 500)
-        );
-        assert_eq!(
-            healthcheck_deadline(&HealthConfig::default()),
-            Duration::from_secs(30 * 4 + 30)
-        );
-    }
 }
