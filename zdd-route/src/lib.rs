@@ -29,6 +29,7 @@
 
 pub mod haproxy;
 mod plan;
+mod remove;
 mod router;
 
 use std::collections::HashMap;

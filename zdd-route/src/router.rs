@@ -10,7 +10,7 @@
 //! the records back. This is the part that talks to HAProxy, so it is
 //! tested against a real one, in `tests/haproxy.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,16 +20,16 @@ use zdd_core::cli::Progress;
 use zdd_core::evidence::{self, Routing};
 use zdd_core::record::ContainerRecord;
 
-use crate::haproxy::{self, Runtime, RuntimeError, ServerStat, ServerState};
-use crate::plan::{named_for, replica_shaped, unused_name, Action, Item};
+use crate::haproxy::{self, Runtime, ServerStat, ServerState};
+use crate::plan::{unused_name, Action, Item};
 use crate::{FIELD_DRAIN_TIMED_OUT, FIELD_ERROR};
 
 /// How often HAProxy is asked whether a server is UP or drained.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// How long `del server` is retried while HAProxy says the server still has
 /// connections (after `shutdown sessions server`).
-const REMOVE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const REMOVE_GRACE: Duration = Duration::from_secs(2);
 
 /// What happened to the records, for writing them back.
 #[derive(Debug)]
@@ -60,14 +60,19 @@ impl Report {
     }
 
     /// The record's action succeeded: drop an error a previous run left.
-    fn success(&mut self, item: &Item, change: impl FnOnce(&mut ContainerRecord)) {
+    pub(crate) fn success(&mut self, item: &Item, change: impl FnOnce(&mut ContainerRecord)) {
         self.set(item, |record| {
             record.extra.shift_remove(FIELD_ERROR);
             change(record);
         });
     }
 
-    fn failure(&mut self, item: &Item, message: &str, change: impl FnOnce(&mut ContainerRecord)) {
+    pub(crate) fn failure(
+        &mut self,
+        item: &Item,
+        message: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) {
         self.ok = false;
         self.set(item, |record| {
             record
@@ -157,71 +162,6 @@ impl Router {
             self.prune_stale(items);
         }
         self.report
-    }
-
-    /// --prune: deletes the servers of the backend whose address is no
-    /// live container of the input.
-    fn prune_stale(&mut self, items: &[Item]) {
-        let live: HashSet<SocketAddr> = items
-            .iter()
-            .filter(|i| i.action != Action::Remove)
-            .filter_map(|i| i.address)
-            .collect();
-        let servers = match self.runtime.servers_state(&self.backend) {
-            Ok(servers) => servers,
-            Err(e) => {
-                self.progress
-                    .error(format_args!("cannot list the servers to prune: {e}"));
-                self.report.ok = false;
-                return;
-            }
-        };
-        // An empty template slot (no address yet) and a server already in
-        // maintenance route nothing: left as they are.
-        let routes = |s: &&ServerState| {
-            !s.in_maintenance()
-                && s.addr
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| !ip.is_unspecified())
-        };
-        let service = items
-            .first()
-            .map(|i| (i.record.service.clone(), i.record.project.clone()));
-        for server in servers
-            .iter()
-            .filter(routes)
-            .filter(|s| !live.iter().any(|a| s.has_address(a)))
-        {
-            let ours = service.as_ref().is_some_and(|(name, project)| {
-                replica_shaped(&server.name, name, project.as_deref())
-            });
-            let removed = if ours {
-                self.delete_server(&server.name)
-            } else {
-                self.maintain_server(&server.name)
-                    .map(|()| Removal::Maintenance)
-            };
-            match removed {
-                Ok(how) => self.progress.info(format_args!(
-                    "pruned server {}/{} ({}:{}), {}: no live container has its address",
-                    self.backend,
-                    server.name,
-                    server.addr,
-                    server.port,
-                    match how {
-                        Removal::Deleted => "deleted",
-                        Removal::Maintenance => "in maintenance (a server zdd did not add)",
-                    }
-                )),
-                Err(e) => {
-                    self.progress.error(format_args!(
-                        "pruning server {}/{}: {e}",
-                        self.backend, server.name
-                    ));
-                    self.report.ok = false;
-                }
-            }
-        }
     }
 
     /// --restore: old servers ready and UP first (capacity), then, once
@@ -328,7 +268,10 @@ impl Router {
     }
 
     /// The servers of the backend that have `address`.
-    fn servers_at(&self, address: &SocketAddr) -> haproxy::Result<(Vec<ServerState>, Vec<String>)> {
+    pub(crate) fn servers_at(
+        &self,
+        address: &SocketAddr,
+    ) -> haproxy::Result<(Vec<ServerState>, Vec<String>)> {
         let servers = self.runtime.servers_state(&self.backend)?;
         let names = servers
             .iter()
@@ -338,7 +281,7 @@ impl Router {
         Ok((servers, names))
     }
 
-    fn server_command(&self, verb: &str, name: &str, rest: &str) -> String {
+    pub(crate) fn server_command(&self, verb: &str, name: &str, rest: &str) -> String {
         let command = format!("{verb} {}/{name} {rest}", self.backend);
         command.trim_end().to_owned()
     }
@@ -619,139 +562,6 @@ impl Router {
             }
         })
     }
-
-    /// Deletes the servers of the items with `action`.
-    fn remove_all(&mut self, items: &[Item], action: Action) {
-        // A retired container's address may already belong to a live one
-        // of the input (addresses are reused); its server is not removed.
-        let live: HashSet<SocketAddr> = items
-            .iter()
-            .filter(|i| i.action != Action::Remove)
-            .filter_map(|i| i.address)
-            .collect();
-        for item in items.iter().filter(|i| i.action == action) {
-            let result = match item.address {
-                None => {
-                    self.progress.info(format_args!(
-                        "{} has no address; no server to remove",
-                        item.describe()
-                    ));
-                    Ok(())
-                }
-                Some(address) if action == Action::Remove && live.contains(&address) => {
-                    self.progress.warn(format_args!(
-                        "{} is retired, but a live container of the input has its address; keeping the server",
-                        item.describe()
-                    ));
-                    Ok(())
-                }
-                Some(address) => self.remove(item, &address),
-            };
-            match result {
-                Ok(()) => self.report.success(item, |r| r.routed = Some(false)),
-                Err(e) => {
-                    let message = e.to_string();
-                    self.progress
-                        .error(format_args!("{}: {message}", item.describe()));
-                    self.report.failure(item, &message, |_| {});
-                }
-            }
-        }
-    }
-
-    fn remove(&self, item: &Item, address: &SocketAddr) -> haproxy::Result<()> {
-        let (_, names) = self.servers_at(address)?;
-        if names.is_empty() {
-            self.progress.info(format_args!(
-                "{} is not in {}",
-                item.describe(),
-                self.backend
-            ));
-            return Ok(());
-        }
-        for name in &names {
-            let removal = if named_for(name, &item.record) {
-                self.delete_server(name)?
-            } else {
-                self.maintain_server(name)?;
-                Removal::Maintenance
-            };
-            let what = item.describe();
-            match removal {
-                Removal::Deleted => self.progress.info(format_args!(
-                    "removed {what} (server {name}) from {}",
-                    self.backend
-                )),
-                Removal::Maintenance => self.progress.info(format_args!(
-                    "put {what} (server {name}) in {} in maintenance: a server zdd did not add is never deleted",
-                    self.backend
-                )),
-            }
-        }
-        Ok(())
-    }
-
-    /// `set server … state maint`: no traffic, nothing deleted.
-    fn maintain_server(&self, name: &str) -> haproxy::Result<()> {
-        let maint = self.server_command("set server", name, "state maint");
-        self.runtime.expect(&maint, &["", "No such server."])?;
-        Ok(())
-    }
-
-    /// `set server … state maint`, then `del server`; a server that still
-    /// has connections gets them shut down, and the delete is retried for a
-    /// moment. A server already gone is success. A server of the
-    /// configuration (a `server` line, a `server-template` slot) cannot be
-    /// deleted, and zdd did not add it: it stays, in maintenance (a DNS
-    /// template slot is filled again by HAProxy's resolvers).
-    fn delete_server(&self, name: &str) -> haproxy::Result<Removal> {
-        const GONE: &str = "No such server.";
-        const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
-        let maint = self.server_command("set server", name, "state maint");
-        if self.runtime.expect(&maint, &["", GONE])? == GONE {
-            return Ok(Removal::Deleted);
-        }
-        let del = self.server_command("del server", name, "");
-        let start = Instant::now();
-        let mut shut_down = false;
-        loop {
-            let answer = self.runtime.command(&del)?;
-            match answer.trim() {
-                "Server deleted." | GONE => return Ok(Removal::Deleted),
-                refusal if is_configured_server(refusal) => return Ok(Removal::Maintenance),
-                BUSY if start.elapsed() < REMOVE_GRACE => {
-                    if !shut_down {
-                        let shutdown = self.server_command("shutdown sessions server", name, "");
-                        self.runtime.expect(&shutdown, &["", GONE])?;
-                        shut_down = true;
-                    }
-                    thread::sleep(POLL);
-                }
-                _ => {
-                    return Err(RuntimeError::Refused {
-                        command: del,
-                        answer,
-                    })
-                }
-            }
-        }
-    }
-}
-
-/// How a server left the rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Removal {
-    Deleted,
-    /// A server of the configuration: kept, in maintenance.
-    Maintenance,
-}
-
-/// HAProxy's refusals of `del server` for a server of the configuration
-/// ("Only servers added at runtime via <add server> can be deleted.", and
-/// for one other settings point to, "This server cannot be removed at
-/// runtime due to other configuration elements pointing to it.").
-fn is_configured_server(answer: &str) -> bool {
-    answer.contains("added at runtime") || answer.contains("cannot be removed at runtime")
 }
 
 fn mark_drained(record: &mut ContainerRecord, drained: Drained) {
