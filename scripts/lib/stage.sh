@@ -47,7 +47,7 @@ stage_build() {
     for package in "$@"; do extra+=(-p "$package"); done
     say "building the deploy tools and the example app (cargo build --release)"
     (cd "$root_dir" && cargo build --release --quiet \
-        -p zdd-build -p zdd-ps -p zdd-scale -p zdd-health -p zdd-route -p zdd-retire -p zdd-run -p zdd-releases -p zdd-loadgen "${extra[@]}") \
+        -p zdd-build -p zdd-ps -p zdd-scale -p zdd-health -p zdd-route -p zdd-retire -p zdd-run -p zdd-releases -p zdd-watch -p zdd-loadgen "${extra[@]}") \
         || die "cargo build failed"
     (cd "$root_dir" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
         --target x86_64-unknown-linux-gnu -p zdd-example-app --target-dir target/static) \
