@@ -233,7 +233,11 @@ fn parse_server_options(text: &str) -> std::result::Result<String, String> {
 
 /// Reads the records, checks the socket and backend, routes, writes the
 /// records back.
-pub async fn run(args: Args) -> Result<Outcome> {
+///
+/// Synchronous: the Runtime API is one short request at a time on a local
+/// socket, and the waits are polls of it (`show stat` every 50 ms), so
+/// nothing here is worth an async runtime's overlap.
+pub fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new("zdd-route", args.common.quiet);
     let records = jsonl::read_stdin()?;
     let containers = jsonl::require_containers(&records, "zdd-health")?;

@@ -4,5 +4,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = zdd_route::Args::parse();
-    zdd_core::cli::main("zdd-route", zdd_route::run(args))
+    zdd_core::cli::main("zdd-route", async { zdd_route::run(args) })
 }
