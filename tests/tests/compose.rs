@@ -219,3 +219,126 @@ fn another_projects_service_of_the_same_name_is_never_touched() {
     assert_eq!(zdd_e2e::versions_at_end(&load), ["v2"]);
     compose(&sandbox, file, &["down", "--remove-orphans"]);
 }
+
+/// HAProxy as a Compose service: an image built FROM scratch out of the
+/// host's binary and the libraries `ldd` lists for it (no image can be
+/// pulled here).
+fn haproxy_image(sandbox: &Sandbox) -> String {
+    let context = sandbox.dir.join("haproxy-image");
+    let rootfs = context.join("rootfs");
+    let binary = std::fs::canonicalize("/usr/sbin/haproxy").expect("haproxy is installed");
+    let ldd = std::process::Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .expect("run ldd");
+    let mut files: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|w| w.starts_with('/')))
+        .map(PathBuf::from)
+        .collect();
+    files.push(binary.clone());
+    for file in files {
+        let target = rootfs.join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+    }
+    let at = rootfs.join("usr/sbin/haproxy");
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::copy(&binary, &at).unwrap();
+    sandbox.build_image(
+        "haproxy",
+        &context,
+        "COPY rootfs/ /\nENTRYPOINT [\"/usr/sbin/haproxy\", \"-db\", \"-f\", \"/etc/haproxy/haproxy.cfg\"]\n",
+    )
+}
+
+/// `show stat` of backend `app` over the Runtime API at 127.0.0.1:`port`.
+fn show_stat(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.write_all(b"show stat app 4 -1\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn a_compose_service_behind_a_dns_server_template_deploys_and_exits_0() {
+    let sandbox = Sandbox::new("dnstemplate");
+    let (port, admin) = (zdd_e2e::free_port(), zdd_e2e::free_port());
+    let config = sandbox.dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        "global\n    stats socket ipv4@0.0.0.0:9999 level admin\n\
+         resolvers docker\n    nameserver dns 127.0.0.11:53\n    hold valid 1s\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         \x20   retries 3\n    option redispatch\n    retry-on conn-failure empty-response\n\
+         frontend fe\n    bind :8080\n    default_backend app\n\
+         backend app\n    balance roundrobin\n    option httpchk GET /healthz\n\
+         \x20   server-template api 6 api:8080 check inter 500ms downinter 100ms fall 2 rise 1 resolvers docker init-addr none resolve-prefer ipv4\n",
+    )
+    .unwrap();
+    let haproxy = haproxy_image(&sandbox);
+    let repository = format!("{}-api", sandbox.id);
+    let lb = format!(
+        "\n  lb:\n    image: {haproxy}\n    ports:\n      - \"127.0.0.1:{port}:8080\"\n      - \"127.0.0.1:{admin}:9999\"\n    volumes:\n      - {}:/etc/haproxy/haproxy.cfg:ro",
+        config.display()
+    );
+    let file = compose_file(&sandbox, &repository, "api", &lb);
+    let file = file.to_str().unwrap();
+    compose(&sandbox, file, &["up", "-d", "--scale", "api=2"]);
+    // HAProxy resolves both replicas and its check calls them UP.
+    let up = zdd_e2e::poll_until(std::time::Duration::from_secs(30), || {
+        show_stat(admin)
+            .lines()
+            .filter(|l| l.contains(",UP,"))
+            .count()
+            == 2
+    });
+    assert!(
+        up,
+        "HAProxy did not resolve the replicas: {}",
+        show_stat(admin)
+    );
+
+    let load = Load::start(&sandbox, &format!("http://127.0.0.1:{port}/"), CLIENTS);
+    let v2 = sandbox.app_context("v2", &[]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = std::process::Command::new(root.join("scripts/zdd-deploy"))
+        .env("ZDD_BIN", zdd_e2e::bin_dir())
+        .env("ZDD_STATE_DIR", sandbox.dir.join("state"))
+        .args(["--project", &sandbox.id, "--service", "api"])
+        .args([
+            "--haproxy-socket",
+            &format!("127.0.0.1:{admin}"),
+            "--backend",
+            "app",
+        ])
+        .args(["--grace", "10s", "--health-timeout", "30s"])
+        .arg("--runs-dir")
+        .arg(sandbox.dir.join("runs"))
+        .arg(&v2)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let load = load.stop();
+    let deployed = Run::from(out);
+    deployed.expect_code(0);
+    assert_no_failures(&load);
+    assert_eq!(zdd_e2e::versions_at_end(&load), ["v2"]);
+    // No template slot was deleted: all six are still in the backend.
+    let stat = show_stat(admin);
+    for slot in 1..=6 {
+        assert!(
+            stat.lines()
+                .any(|l| l.starts_with(&format!("app,api{slot},"))),
+            "slot api{slot} is gone: {stat}"
+        );
+    }
+    compose(&sandbox, file, &["down", "--remove-orphans"]);
+}
