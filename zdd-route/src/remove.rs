@@ -31,25 +31,29 @@ impl Router {
                 return;
             }
         };
-        // An empty template slot (no address yet) and a server already in
-        // maintenance route nothing: left as they are.
-        let routes = |s: &&ServerState| {
-            !s.in_maintenance()
-                && s.addr
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| !ip.is_unspecified())
+        // An empty template slot (no address yet) is left as it is.
+        let has_address = |s: &&ServerState| {
+            s.addr
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_unspecified())
         };
         let service = items
             .first()
             .map(|i| (i.record.service.clone(), i.record.project.clone()));
         for server in servers
             .iter()
-            .filter(routes)
+            .filter(has_address)
             .filter(|s| !live.iter().any(|a| s.has_address(a)))
         {
             let ours = service.as_ref().is_some_and(|(name, project)| {
                 replica_shaped(&server.name, name, project.as_deref())
             });
+            // Someone else's server already in maintenance: nothing to do.
+            if !ours && server.in_maintenance() {
+                continue;
+            }
+            // One of zdd's, also in maintenance (a killed deploy stopped
+            // between maintenance and delete): deleted.
             let removed = if ours {
                 self.delete_server(&server.name)
             } else {

@@ -573,3 +573,25 @@ fn help_documents_the_options_and_exit_codes() {
         assert!(run.stdout.contains(text), "`{text}` in\n{}", run.stdout);
     }
 }
+
+#[test]
+fn prune_deletes_zdds_stale_servers_even_in_maintenance_and_keeps_the_configurations() {
+    // A server of the configuration, `web-1`, at an address nothing serves.
+    let haproxy = web()
+        .server(&format!("web-1 127.0.0.1:1 {FAST_CHECKS}"))
+        .start();
+    let (a, stale) = (App::start("a", true), App::start("gone", true));
+    haproxy
+        .route(&[], &lines(&[a.new_healthy(), stale.new_healthy()]))
+        .expect_code(0);
+    // A killed deploy stopped between `state maint` and `del server`.
+    let maint = haproxy.command(&format!("set server web/{} state maint", stale.name));
+    assert_eq!(maint.trim(), "");
+    drop(stale);
+
+    let run = haproxy.route(&["--prune"], &lines(&[a.new_healthy()]));
+    run.expect_code(0);
+    let names: Vec<String> = haproxy.servers("web").into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["web-1", "api-a"], "{}", run.stderr);
+    assert!(haproxy.server_at("web", 1).unwrap().in_maintenance());
+}
