@@ -85,6 +85,35 @@ pub fn assert_no_failures(load: &Value) {
     );
 }
 
+/// The load ran, and every request that failed failed as `kind` (a key of
+/// its `failures`, e.g. `status_503`): none refused, reset or dropped.
+#[track_caller]
+pub fn assert_failures_only(load: &Value, kind: &str) {
+    let failures = load["failures"].as_object().expect("the load's failures");
+    assert!(
+        failures
+            .iter()
+            .all(|(k, n)| k == kind || n.as_u64() == Some(0)),
+        "failures other than {kind}: {failures:?}"
+    );
+}
+
+/// A run folder's `summary.json`.
+pub fn run_summary(run: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(run.join("summary.json")).expect("the run's summary.json");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// The names of the steps a run summary lists, in order.
+pub fn summary_steps(summary: &Value) -> Vec<String> {
+    summary["steps"]
+        .as_array()
+        .expect("the summary's steps")
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The versions in the last buckets of the load's timeline.
 pub fn versions_at_end(load: &Value) -> Vec<String> {
     let timeline = load["timeline"].as_array().unwrap();

@@ -2,14 +2,13 @@
 //! under load through HAProxy, the history of every deploy, retention, and
 //! the stderr each step leaves in its run folder.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zdd_e2e::{
     assert_no_failures, deploy, docker, docker_lines, newest_run, redeploy_command, replica_ids,
-    run, signal_process, stage, versions_at_end, wait_for_run_step, Haproxy, Load, Run, Sandbox,
-    CLIENTS,
+    run, run_summary, signal_process, stage, summary_steps, versions_at_end, wait_for_run_step,
+    Haproxy, Load, Run, Sandbox, CLIENTS,
 };
 
 fn redeploy(sandbox: &Sandbox, haproxy: &Haproxy, extra: &[&str]) -> Run {
@@ -25,19 +24,6 @@ fn tool(sandbox: &Sandbox, name: &str, args: &[&str]) -> Run {
     let mut all: Vec<&str> = args.to_vec();
     all.extend([sandbox.id.as_str(), "--runs-dir", runs.to_str().unwrap()]);
     run(name, &all, "")
-}
-
-fn summary(run_dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn step_names(summary: &Value) -> Vec<String> {
-    summary["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The release of the sandbox's service each version was built as.
@@ -60,7 +46,10 @@ fn image_tags(sandbox: &Sandbox) -> Vec<String> {
 fn rollback_and_an_earlier_release_deploy_without_a_build_under_load() {
     let (sandbox, haproxy) = stage("releases");
     let v1_run = newest_run(&sandbox).unwrap();
-    let v1 = summary(&v1_run)["to_release"].as_str().unwrap().to_owned();
+    let v1 = run_summary(&v1_run)["to_release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let load = Load::start(&sandbox, &haproxy.url(), CLIENTS);
 
     let started = Instant::now();
@@ -115,9 +104,13 @@ fn rollback_and_an_earlier_release_deploy_without_a_build_under_load() {
     let rollback_time = started.elapsed();
     rolled_back.expect_code(0);
     assert_eq!(sandbox.serving_versions(), ["v2", "v2"]);
-    let rollback_summary = summary(&newest_run(&sandbox).unwrap());
-    assert_eq!(step_names(&rollback_summary)[0], "release", "no build step");
-    assert!(!step_names(&rollback_summary).contains(&"build".to_owned()));
+    let rollback_summary = run_summary(&newest_run(&sandbox).unwrap());
+    assert_eq!(
+        summary_steps(&rollback_summary)[0],
+        "release",
+        "no build step"
+    );
+    assert!(!summary_steps(&rollback_summary).contains(&"build".to_owned()));
     assert_eq!(rollback_summary["from_release"], v3.as_str());
     assert_eq!(rollback_summary["to_release"], v2.as_str());
 

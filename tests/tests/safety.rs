@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use zdd_e2e::{
     all_container_ids, assert_no_failures, bin_with_wrapper, deploy, deploy_command, newest_run,
-    parse_records, prebuild, replica_addresses, replica_ids, run, signal_group, stage,
+    parse_records, prebuild, replica_addresses, replica_ids, run, run_summary, signal_group, stage,
     versions_seen, wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
 };
 
@@ -115,10 +115,11 @@ fn a_rerun_after_a_killed_deploy_that_then_fails_keeps_the_old_release() {
         "no v2 container is left"
     );
     assert_eq!(haproxy.server_addresses(), addresses);
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(health.join("summary.json")).unwrap())
-            .unwrap();
-    assert_eq!(summary["result"], "killed", "the dead run is marked");
+    assert_eq!(
+        run_summary(&health)["result"],
+        "killed",
+        "the dead run is marked"
+    );
     report(
         "rerun after SIGKILL, failing",
         &load,
