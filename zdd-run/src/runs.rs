@@ -318,10 +318,8 @@ pub fn to_release(dir: &Path) -> Option<String> {
 
 /// A number of the `batch` record in `file` (zdd-scale --batch).
 pub fn batch_field(file: &Path, field: &str) -> Result<u64> {
-    let text =
-        fs::read(file).map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let records = jsonl::read_records(text.as_slice())?;
-    records
+    complete_records(file)
+        .unwrap_or_default()
         .iter()
         .find(|r| r.kind() == "batch")
         .and_then(|r| r.object.get(field))

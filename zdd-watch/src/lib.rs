@@ -28,7 +28,7 @@ use zdd_core::cli::{CommonArgs, Outcome, Progress};
 use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::record::{ContainerRecord, Role, Watch};
 use zdd_core::{docker, duration, Error, Result};
-use zdd_route::haproxy::{Endpoint, Runtime};
+use zdd_route::haproxy::{Endpoint, Runtime, ServerState};
 
 use crate::judge::{Engine, Failure, Server, Watched};
 
@@ -179,15 +179,24 @@ pub async fn run(args: Args) -> Result<Outcome> {
     // rollback that follows withdraws the new ones.
     let mut readied = Vec::new();
     if let (Some((_, seen)), Some((runtime, backend))) = (&failure, &haproxy) {
-        for (index, record) in containers.iter().filter(|(_, c)| drained_old(c)) {
-            match make_ready(runtime, backend, record) {
-                Ok(0) => {}
-                Ok(_) => readied.push((*index, record, seen.elapsed())),
-                Err(e) => progress.error(format_args!(
-                    "could not make {} ready again (the rollback tries again): {e}",
-                    record.label()
-                )),
+        // The backend's servers are listed once, not once per old replica:
+        // every millisecond here is traffic on the failed release.
+        match runtime.servers_state(backend) {
+            Ok(servers) => {
+                for (index, record) in containers.iter().filter(|(_, c)| drained_old(c)) {
+                    match make_ready(runtime, backend, &servers, record) {
+                        Ok(0) => {}
+                        Ok(_) => readied.push((*index, record, seen.elapsed())),
+                        Err(e) => progress.error(format_args!(
+                            "could not make {} ready again (the rollback tries again): {e}",
+                            record.label()
+                        )),
+                    }
+                }
             }
+            Err(e) => progress.error(format_args!(
+                "could not list the servers of {backend} to make the old ones ready (the rollback tries again): {e}"
+            )),
         }
     }
 
@@ -232,14 +241,18 @@ fn drained_old(record: &ContainerRecord) -> bool {
     record.role == Some(Role::Old) && record.drained == Some(true) && record.retired != Some(true)
 }
 
-/// Sets every server of `backend` that sends to the record's address
-/// ready; how many there were.
-fn make_ready(runtime: &Runtime, backend: &str, record: &ContainerRecord) -> Result<usize> {
+/// Sets every server of `servers` (the backend's) that sends to the
+/// record's address ready; how many there were.
+fn make_ready(
+    runtime: &Runtime,
+    backend: &str,
+    servers: &[ServerState],
+    record: &ContainerRecord,
+) -> Result<usize> {
     let Some(address) = record.address.as_deref().and_then(|a| a.parse().ok()) else {
         return Ok(0);
     };
     let failed = |e: zdd_route::haproxy::RuntimeError| Error::Failed(e.to_string());
-    let servers = runtime.servers_state(backend).map_err(failed)?;
     let mut made = 0;
     for server in servers.iter().filter(|s| s.has_address(&address)) {
         let command = format!("set server {backend}/{} state ready", server.name);
