@@ -166,12 +166,10 @@ fn acquire(
                     .unwrap_or_default(),
                 since: time::rfc3339(time::now_ms()),
             };
-            let text = serde_json::to_string(&owner).expect("an owner serializes");
-            fs::write(&owner_path, text + "\n")
-                .map_err(|e| Error::Failed(format!("writing {}: {e}", owner_path.display())))?;
+            write_owner(&owner_path, &owner)?;
             return Ok(());
         }
-        let holder = describe_holder(&owner_path);
+        let holder = describe_settled_holder(&owner_path);
         if Instant::now() >= deadline {
             return Err(Error::Usage(format!(
                 "another deploy of {service} is running: {holder} (lock {}); wait for it, or pass --lock-wait SECONDS",
@@ -187,6 +185,42 @@ fn acquire(
         }
         thread::sleep(RETRY);
     }
+}
+
+/// How long a refused deploy waits for the holder's owner file: the
+/// holder writes it right after its flock succeeds, so a deploy refused in
+/// that instant would otherwise name no holder, or the previous one.
+const OWNER_SETTLE: Duration = Duration::from_secs(1);
+
+/// Writes the owner file whole or not at all (a temporary file renamed over
+/// it), so a reader never sees it half written.
+fn write_owner(owner_path: &Path, owner: &Owner) -> Result<()> {
+    let text = serde_json::to_string(owner).expect("an owner serializes") + "\n";
+    let mut temporary = owner_path.as_os_str().to_os_string();
+    temporary.push(format!(".{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    fs::write(&temporary, text)
+        .and_then(|()| fs::rename(&temporary, owner_path))
+        .map_err(|e| Error::Failed(format!("writing {}: {e}", owner_path.display())))
+}
+
+/// The holder as [`describe_holder`] says, once the owner file names a
+/// live process or [`OWNER_SETTLE`] has passed.
+fn describe_settled_holder(owner_path: &Path) -> String {
+    let deadline = Instant::now() + OWNER_SETTLE;
+    while Instant::now() < deadline {
+        match read_owner(owner_path) {
+            Some(owner) if process_alive(owner.pid) => break,
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    describe_holder(owner_path)
+}
+
+fn read_owner(owner_path: &Path) -> Option<Owner> {
+    fs::read_to_string(owner_path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Owner>(&text).ok())
 }
 
 /// `LOCK.owner` beside `LOCK`.
@@ -216,10 +250,7 @@ fn try_lock(fd: RawFd) -> Result<bool> {
 
 /// The holder, from the owner file, and whether its process still lives.
 pub fn describe_holder(owner_path: &Path) -> String {
-    let owner = fs::read_to_string(owner_path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Owner>(&text).ok());
-    match owner {
+    match read_owner(owner_path) {
         None => "a deploy that wrote no owner file".into(),
         Some(owner) => {
             let run = owner
@@ -324,6 +355,35 @@ mod tests {
         };
         fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
         assert!(describe_holder(&path).contains("that process is gone"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refusal_in_the_instant_after_the_flock_waits_for_the_owner_file() {
+        let dir = std::env::temp_dir().join(format!("zdd-run-settle-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.lock.owner");
+        let owner = Owner {
+            pid: std::process::id(),
+            run: None,
+            user: "ann".into(),
+            host: "box".into(),
+            cwd: "/srv/app".into(),
+            since: "2026-12-01T00:00:00.000Z".into(),
+        };
+        let writer = {
+            let path = path.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(150));
+                write_owner(&path, &owner).unwrap();
+            })
+        };
+        let text = describe_settled_holder(&path);
+        writer.join().unwrap();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
