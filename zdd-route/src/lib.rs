@@ -31,6 +31,7 @@ pub mod haproxy;
 mod plan;
 mod remove;
 mod router;
+pub mod standby;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,8 +63,16 @@ use crate::router::{Report, Router};
 ///
 /// `weight 100` rather than HAProxy's default 1, so a canary can be given
 /// a small share in whole weights without touching the other servers.
+///
+/// `observe layer4 error-limit 1 on-error mark-down`: a connection the
+/// replica refuses (or that times out) marks its server DOWN at once, from
+/// live traffic rather than at the next check, so HAProxy's retries go to
+/// the servers that answer, and to the [standbys](standby) once every new
+/// one is down; a replica that was only briefly unreachable is UP again
+/// at its next passing check, within `downinter` (100 ms).
 pub const DEFAULT_SERVER_OPTIONS: &str =
     "check inter 500ms downinter 100ms fastinter 100ms fall 2 rise 1 \
+     observe layer4 error-limit 1 on-error mark-down \
      pool-purge-delay 5s pool-max-conn -1 weight 100";
 
 /// Extra record field: why routing this container failed.

@@ -200,7 +200,11 @@ pub(crate) fn unused_name(servers: &[ServerState], record: &ContainerRecord) -> 
 /// servers zdd-route added for that container, the only ones it deletes.
 /// Any other server at its address (a `server` line of the configuration,
 /// a `server-template` slot, someone else's) is only put in maintenance.
+/// A [standby](crate::standby) of the container is one of zdd's too.
 pub(crate) fn named_for(name: &str, record: &ContainerRecord) -> bool {
+    let name = name
+        .strip_suffix(crate::standby::STANDBY_SUFFIX)
+        .unwrap_or(name);
     let base = server_name(record);
     let Some(rest) = name.strip_prefix(base.as_str()) else {
         return false;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::haproxy::{self, RuntimeError, ServerState};
 use crate::plan::{named_for, replica_shaped, Action, Item};
 use crate::router::{Router, POLL, REMOVE_GRACE};
+use crate::standby;
 
 impl Router {
     /// --prune: deletes the servers of the backend whose address is no
@@ -40,14 +41,17 @@ impl Router {
         let service = items
             .first()
             .map(|i| (i.record.service.clone(), i.record.project.clone()));
-        for server in servers
-            .iter()
-            .filter(has_address)
-            .filter(|s| !live.iter().any(|a| s.has_address(a)))
-        {
-            let ours = service.as_ref().is_some_and(|(name, project)| {
+        let ours = |server: &ServerState| {
+            service.as_ref().is_some_and(|(name, project)| {
                 replica_shaped(&server.name, name, project.as_deref())
-            });
+            })
+        };
+        // A standby lives only during a watch (which holds the deploy's
+        // lock): one found now is stale, whatever its address.
+        for server in servers.iter().filter(has_address).filter(|s| {
+            !live.iter().any(|a| s.has_address(a)) || (standby::is_standby(&s.name) && ours(s))
+        }) {
+            let ours = ours(server);
             // Someone else's server already in maintenance: nothing to do.
             if !ours && server.in_maintenance() {
                 continue;
@@ -62,7 +66,7 @@ impl Router {
             };
             match removed {
                 Ok(how) => self.progress.info(format_args!(
-                    "pruned server {}/{} ({}:{}), {}: no live container has its address",
+                    "pruned server {}/{} ({}:{}), {}: {}",
                     self.backend,
                     server.name,
                     server.addr,
@@ -70,6 +74,11 @@ impl Router {
                     match how {
                         Removal::Deleted => "deleted",
                         Removal::Maintenance => "in maintenance (a server zdd did not add)",
+                    },
+                    if standby::is_standby(&server.name) {
+                        "a standby no watch uses"
+                    } else {
+                        "no live container has its address"
                     }
                 )),
                 Err(e) => {

@@ -595,3 +595,44 @@ fn prune_deletes_zdds_stale_servers_even_in_maintenance_and_keeps_the_configurat
     assert_eq!(names, ["web-1", "api-a"], "{}", run.stderr);
     assert!(haproxy.server_at("web", 1).unwrap().in_maintenance());
 }
+
+#[test]
+fn a_standby_serves_only_when_every_new_server_is_down_and_is_deleted_after() {
+    let (haproxy, a, b) = a_serving(true);
+    switch(&haproxy, &a, &b);
+    let old: zdd_core::record::ContainerRecord = serde_json::from_value(a.record("old")).unwrap();
+    let progress = zdd_core::cli::Progress::new("test", true);
+    let runtime = haproxy.runtime();
+    let added = zdd_route::standby::add(&runtime, "web", &[&old], FAST_CHECKS, &progress);
+    assert_eq!(added, ["api-a.standby"]);
+    // Added twice (a rerun): the same one.
+    assert_eq!(
+        zdd_route::standby::add(&runtime, "web", &[&old], FAST_CHECKS, &progress),
+        added
+    );
+    assert_eq!(haproxy.stat("web", "api-a.standby").status, "UP");
+    // While the new server serves, the standby takes nothing.
+    for _ in 0..5 {
+        assert_eq!(haproxy.get("/").1, "b");
+    }
+    // No new server usable: HAProxy sends to the standby, the old app.
+    haproxy.command("set server web/api-b state maint");
+    assert_eq!(haproxy.get("/"), (200, "a".to_string()));
+    haproxy.command("set server web/api-b state ready");
+    zdd_route::standby::remove(&runtime, "web", &added, &progress);
+    let names: Vec<String> = haproxy.servers("web").into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["api-a", "api-b"]);
+
+    // One a killed watch left is deleted by --prune, though its address
+    // is a live container's.
+    zdd_route::standby::add(&runtime, "web", &[&old], FAST_CHECKS, &progress);
+    let run = haproxy.route(&["--prune"], &lines(&[a.record("old"), b.new_healthy()]));
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("a standby no watch uses"),
+        "{}",
+        run.stderr
+    );
+    let names: Vec<String> = haproxy.servers("web").into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["api-a", "api-b"]);
+}

@@ -100,7 +100,7 @@ pub fn judge(
                 id: Some(replica.id.clone()),
                 health: Health::Unhealthy,
                 reason: format!(
-                    "HAProxy's check calls {}'s server ({}) {} during the watch",
+                    "HAProxy calls {}'s server ({}) {} during the watch (its check failed, or it refused a connection)",
                     replica.label, replica.address, server.status
                 ),
             });

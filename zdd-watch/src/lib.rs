@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 use bollard::models::HealthStatusEnum;
 use bollard::Docker;
 use clap::Parser;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
 use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::record::{ContainerRecord, Role, Watch};
 use zdd_core::{docker, duration, Error, Result};
 use zdd_route::haproxy::{Endpoint, Runtime, ServerState};
+use zdd_route::{standby, DEFAULT_SERVER_OPTIONS};
 
 use crate::judge::{Engine, Failure, Server, Watched};
 
@@ -104,6 +106,22 @@ pub async fn run(args: Args) -> Result<Outcome> {
         _ => None,
     };
     let docker = docker::connect().await?;
+    let mut interrupt = Interrupt::new()?;
+
+    // The drained old replicas as HAProxy backups for the window: if every
+    // new replica fails in one instant, HAProxy itself sends the requests
+    // to the old release before the watch has even seen it.
+    let standbys = match &haproxy {
+        Some((runtime, backend)) => {
+            let old: Vec<&ContainerRecord> = containers
+                .iter()
+                .map(|(_, c)| c)
+                .filter(|c| drained_old(c))
+                .collect();
+            standby::add(runtime, backend, &old, DEFAULT_SERVER_OPTIONS, &progress)
+        }
+        None => Vec::new(),
+    };
 
     let first = observe_servers(haproxy.as_ref())?;
     let baseline: HashMap<String, u64> = first
@@ -127,13 +145,13 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let mut events =
         Some(docker::container_events(&docker, list.iter().map(|w| w.id.as_str())).subscribe());
     let started = Instant::now();
-    let failure = loop {
+    let end = loop {
         let engine = observe_engine(&docker, &list).await?;
         let servers = observe_servers(haproxy.as_ref())?;
         if let Some(failure) =
             judge::judge(&list, &engine, servers.as_ref(), &baseline, args.max_errors)
         {
-            break Some((failure, Instant::now()));
+            break End::Failed(failure, Instant::now());
         }
         if started.elapsed() >= args.window {
             let served = sessions(&list, servers.as_ref()).saturating_sub(sessions_at_start);
@@ -146,7 +164,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
                     String::new()
                 }
             ));
-            break None;
+            break End::Passed;
         }
         let tick = args
             .interval
@@ -159,13 +177,14 @@ pub async fn run(args: Args) -> Result<Outcome> {
         };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
+            signal = interrupt.next() => break End::Interrupted(signal, Instant::now()),
             // An event: a watched replica that died fails the watch at
             // once; any other, look now. A closed stream (the engine
             // dropped it): the ticks go on.
             event = event => match event {
                 Some(Ok(event)) => {
                     if let Some(failure) = judge::died(&list, &event) {
-                        break Some((failure, Instant::now()));
+                        break End::Failed(failure, Instant::now());
                     }
                 }
                 Some(Err(RecvError::Closed)) => events = None,
@@ -178,7 +197,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
     // and checked, so they take traffic the moment they are ready; the
     // rollback that follows withdraws the new ones.
     let mut readied = Vec::new();
-    if let (Some((_, seen)), Some((runtime, backend))) = (&failure, &haproxy) {
+    if let (Some(seen), Some((runtime, backend))) = (end.seen(), &haproxy) {
         // The backend's servers are listed once, not once per old replica:
         // every millisecond here is traffic on the failed release.
         match runtime.servers_state(backend) {
@@ -203,9 +222,11 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let mut updated = HashMap::new();
     for (index, record, _) in &watched {
         let mut record = (*record).clone();
-        match failure.as_ref().map(|(f, _)| f) {
-            None => record.watch = Some(Watch::Passed),
-            Some(failure) => {
+        match &end {
+            End::Passed => record.watch = Some(Watch::Passed),
+            // Not judged: the deploy is being stopped, not failed by it.
+            End::Interrupted(..) => {}
+            End::Failed(failure, _) => {
                 record.watch = Some(Watch::Failed);
                 if failure.id.is_none() || failure.id.as_deref() == Some(record.id.as_str()) {
                     record.health = Some(failure.health);
@@ -215,12 +236,18 @@ pub async fn run(args: Args) -> Result<Outcome> {
         }
         updated.insert(*index, record);
     }
-    if let Some((Failure { reason, .. }, _)) = &failure {
-        progress.error(format_args!(
+    match &end {
+        End::Failed(Failure { reason, .. }, _) => progress.error(format_args!(
             "{reason} (after {:.1}s of {:?}); the release fails its watch",
             started.elapsed().as_secs_f64(),
             args.window
-        ));
+        )),
+        End::Interrupted(signal, _) => progress.error(format_args!(
+            "interrupted by {signal} after {:.1}s of {:?}; the old servers are ready again",
+            started.elapsed().as_secs_f64(),
+            args.window
+        )),
+        End::Passed => {}
     }
     for (index, record, after) in readied {
         progress.info(format_args!(
@@ -232,8 +259,56 @@ pub async fn run(args: Args) -> Result<Outcome> {
         record.drained = Some(false);
         updated.insert(index, record);
     }
+    if let Some((runtime, backend)) = &haproxy {
+        standby::remove(runtime, backend, &standbys, &progress);
+    }
     RecordWriter::stdout().containers_updated(&records, &updated)?;
-    Ok(Outcome::from_success(failure.is_none()))
+    Ok(Outcome::from_success(matches!(end, End::Passed)))
+}
+
+/// How the window ended.
+enum End {
+    Passed,
+    /// A watched replica failed, seen at that instant.
+    Failed(Failure, Instant),
+    /// SIGINT or SIGTERM (the deploy is being stopped and rolls back).
+    Interrupted(&'static str, Instant),
+}
+
+impl End {
+    /// When the old servers were found to be needed again.
+    fn seen(&self) -> Option<&Instant> {
+        match self {
+            End::Passed => None,
+            End::Failed(_, seen) | End::Interrupted(_, seen) => Some(seen),
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as a future: zdd-deploy sends SIGTERM to the step
+/// it runs when it is stopped, and a stopped watch still makes the old
+/// servers ready and deletes its standbys.
+struct Interrupt {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupt {
+    fn new() -> Result<Interrupt> {
+        let listen =
+            |kind| signal(kind).map_err(|e| Error::Failed(format!("listening for signals: {e}")));
+        Ok(Interrupt {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
 }
 
 /// An old replica the routing step drained and that still runs.

@@ -1,0 +1,207 @@
+//! Standby servers: the drained old replicas kept in the backend as HAProxy
+//! `backup` servers while the new release is watched.
+//!
+//! During a watch the old servers are drained, so HAProxy sends them no
+//! new request. If every new replica dies in the same instant (a release
+//! that crashes a few seconds after start does exactly that), HAProxy's
+//! retries have nowhere to go but the dead servers, and every request of
+//! the moments before the watch reverts (the engine reports an exit some
+//! 100 ms after the process is gone) is a 503: measured 5 to 89 of them
+//! at 8 clients.
+//!
+//! A standby closes that gap inside HAProxy itself, at packet speed: it is
+//! a second server at a drained old replica's address, added with `backup`,
+//! so it takes traffic only when no active server is usable. The new
+//! servers are added with `observe layer4 error-limit 1 on-error
+//! mark-down` ([`crate::DEFAULT_SERVER_OPTIONS`]): the first connection
+//! a dead replica refuses marks its server DOWN, HAProxy's retry goes to
+//! the next server, and once every new one is DOWN to the standby, the
+//! old release. The request is answered; the watch then makes the old
+//! servers ready and deletes the standbys.
+//!
+//! A standby is named after its container with [`STANDBY_SUFFIX`]
+//! (`api-1f2e3d4c-1.standby`), so it is zdd's to delete wherever it is
+//! found: it lives only during a watch, which holds the deploy's lock, and
+//! `--prune` deletes one a killed watch left.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zdd_core::cli::Progress;
+use zdd_core::record::ContainerRecord;
+
+use crate::haproxy::{self, Runtime, RuntimeError};
+use crate::plan::server_name;
+use crate::router::POLL;
+
+/// The end of a standby server's name.
+pub const STANDBY_SUFFIX: &str = ".standby";
+
+/// How long a new standby may take to pass its first check.
+const UP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a standby that took traffic may take to finish it before it
+/// is deleted.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The standby server's name for an old replica.
+pub fn standby_name(record: &ContainerRecord) -> String {
+    format!("{}{STANDBY_SUFFIX}", server_name(record))
+}
+
+/// Whether `name` is a standby's.
+pub fn is_standby(name: &str) -> bool {
+    name.ends_with(STANDBY_SUFFIX)
+}
+
+/// Adds a standby for each old replica (its `address`), checked with
+/// `server_options`, and waits until HAProxy's check has it UP. Returns the
+/// names added (or already there). A standby that cannot be added or does
+/// not come UP is a warning, not a failure: the watch goes on without it,
+/// as it would have before standbys existed.
+pub fn add(
+    runtime: &Runtime,
+    backend: &str,
+    replicas: &[&ContainerRecord],
+    server_options: &str,
+    progress: &Progress,
+) -> Vec<String> {
+    let mut added = Vec::new();
+    for record in replicas {
+        let Some(address) = record
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            continue;
+        };
+        let name = standby_name(record);
+        match add_one(runtime, backend, &name, &address, server_options) {
+            Ok(()) => added.push(name),
+            Err(e) => progress.warn(format_args!(
+                "no standby for {} (the watch goes on without it): {e}",
+                record.label()
+            )),
+        }
+    }
+    if added.is_empty() {
+        return added;
+    }
+    let start = Instant::now();
+    loop {
+        let stats = runtime.stats(backend);
+        let down: Vec<&String> = match &stats {
+            Ok(stats) => added
+                .iter()
+                .filter(|n| !stats.iter().any(|s| &s.name == *n && s.is_up()))
+                .collect(),
+            Err(_) => added.iter().collect(),
+        };
+        if down.is_empty() {
+            progress.info(format_args!(
+                "{} standby server(s) UP after {:.1}s: backups at the old replicas' addresses, for the instant every new one fails",
+                added.len(),
+                start.elapsed().as_secs_f64()
+            ));
+            break;
+        }
+        if start.elapsed() >= UP_TIMEOUT {
+            progress.warn(format_args!(
+                "standby server(s) {} not UP within {UP_TIMEOUT:?}; the watch goes on",
+                down.iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    added
+}
+
+fn add_one(
+    runtime: &Runtime,
+    backend: &str,
+    name: &str,
+    address: &SocketAddr,
+    server_options: &str,
+) -> haproxy::Result<()> {
+    let exists = runtime
+        .servers_state(backend)?
+        .iter()
+        .any(|s| s.name == name);
+    if !exists {
+        runtime.expect(
+            &format!("add server {backend}/{name} {address} backup {server_options}"),
+            &["New server registered."],
+        )?;
+    }
+    runtime.expect(
+        &format!("enable health {backend}/{name}"),
+        &[
+            "",
+            "Health check was not configured on this server, cannot enable.",
+        ],
+    )?;
+    runtime.expect(&format!("set server {backend}/{name} state ready"), &[""])?;
+    Ok(())
+}
+
+/// Deletes the standbys `names`: each is put in maintenance, given up to
+/// [`IDLE_TIMEOUT`] to finish what it serves (it took traffic only if every
+/// new server failed), then deleted. One that cannot be deleted stays in
+/// maintenance, with a warning: it takes no traffic, and the next
+/// `--prune` deletes it.
+pub fn remove(runtime: &Runtime, backend: &str, names: &[String], progress: &Progress) {
+    for name in names {
+        if let Err(e) = remove_one(runtime, backend, name) {
+            progress.warn(format_args!(
+                "standby {backend}/{name} left in maintenance (the next --prune deletes it): {e}"
+            ));
+        }
+    }
+}
+
+fn remove_one(runtime: &Runtime, backend: &str, name: &str) -> haproxy::Result<()> {
+    const GONE: &str = "No such server.";
+    const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
+    let maint = format!("set server {backend}/{name} state maint");
+    if runtime.expect(&maint, &["", GONE])? == GONE {
+        return Ok(());
+    }
+    // In maintenance it gets no new request; what it serves finishes, and
+    // HAProxy lets go of its connections to the replica a moment later.
+    let del = format!("del server {backend}/{name}");
+    let start = Instant::now();
+    loop {
+        let answer = runtime.command(&del)?;
+        match answer.trim() {
+            "Server deleted." | GONE => return Ok(()),
+            BUSY if start.elapsed() < IDLE_TIMEOUT => thread::sleep(POLL),
+            _ => {
+                return Err(RuntimeError::Refused {
+                    command: del,
+                    answer,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_is_named_after_its_container() {
+        let record: ContainerRecord = serde_json::from_str(
+            r#"{"type":"container","id":"1f2e3d4c5b6a","name":"api-1f2e3d4c-1","service":"api"}"#,
+        )
+        .unwrap();
+        assert_eq!(standby_name(&record), "api-1f2e3d4c-1.standby");
+        assert!(is_standby(&standby_name(&record)));
+        assert!(!is_standby("api-1f2e3d4c-1"));
+    }
+}
