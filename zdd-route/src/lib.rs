@@ -21,15 +21,18 @@
 //! socket and backend have answered, so a bad line, a wrong socket path or
 //! a misspelt backend is exit 2 with HAProxy untouched.
 //!
-//! The Runtime API client and the parsers of its answers are in [`haproxy`].
-//!
-//! The decision of what to do with each record, checked whole before
-//! anything changes, is in `plan`; carrying it out against the Runtime API,
-//! in the order that keeps serving capacity up, is in `router`.
+//! The shape: `plan` decides what to do with each record, checked whole
+//! before anything changes; `router` carries it out in the order that
+//! keeps serving capacity up, asking the evidence rule before the old
+//! release goes; `proxy` is the one small interface a load balancer
+//! implements (`proxy::haproxy`: HAProxy's backend through its Runtime
+//! API); [`haproxy`] is the Runtime API client and the parsers of its
+//! answers, which zdd-watch uses too, and [`standby`] the backups a watch
+//! keeps.
 
 pub mod haproxy;
 mod plan;
-mod remove;
+mod proxy;
 mod router;
 pub mod standby;
 
@@ -43,6 +46,7 @@ use zdd_core::{duration, Error, Result};
 
 use crate::haproxy::{Endpoint, Runtime, RuntimeError};
 pub use crate::plan::{plan, sanitize, server_name, Action, Item, Mode};
+use crate::proxy::haproxy::HaproxyBackend;
 use crate::router::{Report, Router};
 
 /// The options a server added with `add server` gets by default. Dynamic
@@ -260,15 +264,19 @@ pub fn run(args: Args) -> Result<Outcome> {
     let runtime = Runtime::new(Endpoint::parse(&args.socket));
     preflight(&runtime, &args.backend)?;
 
-    let router = Router {
+    let proxy = HaproxyBackend {
         runtime,
         backend: args.backend.clone(),
         server_options: args.server_options.clone(),
         up_timeout: args.up_timeout,
         drain_timeout: args.drain_timeout,
+        weight: "weight 100%".into(),
+        progress,
+    };
+    let router = Router {
+        proxy,
         prune: args.prune || args.sync,
         canary_weight: args.canary_weight,
-        weight: "weight 100%".into(),
         progress,
         report: Report {
             updated: HashMap::new(),

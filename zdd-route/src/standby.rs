@@ -33,7 +33,7 @@ use zdd_core::record::ContainerRecord;
 
 use crate::haproxy::{self, Runtime, RuntimeError};
 use crate::plan::server_name;
-use crate::router::POLL;
+use crate::proxy::haproxy::POLL;
 
 /// The end of a standby server's name.
 pub const STANDBY_SUFFIX: &str = ".standby";
@@ -150,7 +150,7 @@ fn add_one(
 }
 
 /// Deletes the standbys `names`: each is put in maintenance, given up to
-/// [`IDLE_TIMEOUT`] to finish what it serves (it took traffic only if every
+/// a few seconds to finish what it serves (it took traffic only if every
 /// new server failed), then deleted. One that cannot be deleted stays in
 /// maintenance, with a warning: it takes no traffic, and the next
 /// `--prune` deletes it.

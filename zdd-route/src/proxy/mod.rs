@@ -1,0 +1,65 @@
+//! The load balancers zdd-route drives, behind one small interface.
+//!
+//! What to add, drain, restore and forget, in which order, and when the
+//! evidence allows it, is the same whatever the proxy, and it is the part
+//! that keeps a switch safe: it lives once, in the
+//! [router](crate::router). How to do each of those things with one proxy
+//! lives in its module here. A proxy is asked for one kind of action on a
+//! set of items at once, so that its waits (a check to pass, sessions to
+//! end) overlap, and it answers for each item.
+
+pub(crate) mod haproxy;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::plan::Item;
+
+/// One load balancer's way of doing what the router decides.
+pub(crate) trait Proxy {
+    /// Before the next [`bring_up`](Proxy::bring_up): the new servers are
+    /// to take `percent` of the traffic, beside the servers serving now.
+    fn canary(&mut self, new: &[&Item], percent: u8) -> Result<(), String>;
+
+    /// Puts each item's server in service (adds it, or makes the one at
+    /// its address ready) and waits until the proxy's own health check
+    /// has it up. `restoring`: these are old servers coming back.
+    fn bring_up(&mut self, items: &[&Item], restoring: bool) -> Vec<Result<(), BringUpFailure>>;
+
+    /// Sends no new request to each item's server and waits until what it
+    /// serves has finished, or the drain timeout passes.
+    fn drain(&mut self, items: &[&Item]) -> Vec<Result<Drained, String>>;
+
+    /// Takes the item's servers at `address` out for good: deleted where
+    /// zdd added them, otherwise kept out of the rotation.
+    fn remove(&mut self, item: &Item, address: &SocketAddr) -> Result<(), String>;
+
+    /// Deletes the servers zdd added for `service` that send to none of
+    /// `live`, and keeps every other such server out of the rotation;
+    /// false when one could not be. Without a service (an empty input),
+    /// no server is known to be zdd's.
+    fn prune(&mut self, live: &HashSet<SocketAddr>, service: Option<&Service>) -> bool;
+}
+
+/// The service whose servers a prune may delete: its name and project.
+#[derive(Debug, Clone)]
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) project: Option<String>,
+}
+
+/// Why a server did not come up.
+#[derive(Debug, Clone)]
+pub(crate) struct BringUpFailure {
+    pub(crate) message: String,
+    /// The server was set in service (ready, not drained) and then did not
+    /// pass its check; false when it could not even be set.
+    pub(crate) readied: bool,
+}
+
+/// How one drain ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drained {
+    /// Sessions still open when the timeout passed.
+    pub(crate) left: Option<u64>,
+}
