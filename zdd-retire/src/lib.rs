@@ -169,10 +169,10 @@ pub async fn run(args: Args) -> Result<Outcome> {
     Ok(Outcome::from_success(all_retired))
 }
 
-/// [`evidence::new_replicas_still_serve`] for every new replica at once:
-/// the engine answers each inspect only when that container's lock is free
-/// (a HEALTHCHECK exec holds it), so one after the other, the waits add up
-/// with the number of replicas. The verdict is the sequential one: the
+/// [`evidence::new_replicas_still_serve`] for every new replica at once
+/// (one listing of them); where one does not serve yet, each is asked
+/// again on its own, at once, waiting for Docker's verdict where its
+/// HEALTHCHECK is still `starting`. The verdict is the sequential one: the
 /// first replica, in input order, that does not serve (or cannot be asked
 /// about) decides.
 async fn new_replicas_still_serve(
@@ -180,6 +180,10 @@ async fn new_replicas_still_serve(
     all: &[&ContainerRecord],
     progress: Progress,
 ) -> Result<std::result::Result<(), String>> {
+    let verdict = evidence::new_replicas_still_serve(docker, all.iter().copied()).await?;
+    if verdict.is_ok() {
+        return Ok(verdict);
+    }
     let checks = all
         .iter()
         .filter(|c| c.role == Some(Role::New))
