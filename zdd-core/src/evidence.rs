@@ -134,8 +134,8 @@ pub fn rollback_may_withdraw<'a>(
 }
 
 /// Asks the engine, just before anything is removed, whether every new
-/// replica of `containers` still runs, and is healthy where it has a
-/// HEALTHCHECK. `Ok(Err(why))` when one does not; `Err` when the engine
+/// replica of `containers` still runs, and is not `unhealthy` where it has
+/// a HEALTHCHECK. `Ok(Err(why))` when one does not; `Err` when the engine
 /// cannot be asked.
 ///
 /// One listing of the replicas answers for all of them: the engine serves
@@ -219,20 +219,21 @@ impl EngineView {
         EngineView::Running(health)
     }
 
-    /// The rule: running, and healthy where there is a HEALTHCHECK.
+    /// The rule: running, and not `unhealthy` by its HEALTHCHECK.
+    /// `starting` is no verdict yet (a `zdd-health --http` probe passed
+    /// before Docker's first check ran, or while its exec waits on a busy
+    /// engine); the positive evidence is in the records: the probe, and
+    /// the load balancer's own check where a routing step ran.
     fn serves(&self) -> std::result::Result<(), String> {
         match self {
             EngineView::Gone => Err("is gone from the engine".into()),
             EngineView::NotRunning(status) => {
                 Err(format!("is {status} on the engine, not running"))
             }
-            EngineView::Running(None)
-            | EngineView::Running(Some(
-                HealthStatusEnum::HEALTHY | HealthStatusEnum::NONE | HealthStatusEnum::EMPTY,
-            )) => Ok(()),
-            EngineView::Running(Some(status)) => {
-                Err(format!("is `{status}` by its Docker HEALTHCHECK now"))
+            EngineView::Running(Some(HealthStatusEnum::UNHEALTHY)) => {
+                Err("is `unhealthy` by its Docker HEALTHCHECK now".into())
             }
+            EngineView::Running(_) => Ok(()),
         }
     }
 }

@@ -4,14 +4,12 @@
 //! [`zdd_core::evidence`], shared with zdd-route): old replicas are retired
 //! only when the stream holds at least one new replica and every new
 //! replica is healthy, and routed where a routing step ran, and the engine
-//! confirms just before that every new replica still runs (and is healthy,
-//! where it has a HEALTHCHECK: one Docker still calls `starting`, as after
-//! a `zdd-health --http` probe that passed before Docker's next check, is
-//! waited for until Docker decides). A pipeline cut short, an upstream step
-//! that failed, or a new replica that crashed after its check therefore
-//! never removes the old release. The new replicas are asked about at
-//! once, and the labels of the old ones read from one listing, so the
-//! engine's answers are waited for side by side, not one after another.
+//! confirms just before that every new replica still runs (and is not
+//! `unhealthy`, where it has a HEALTHCHECK). A pipeline cut short, an
+//! upstream step that failed, or a new replica that crashed after its
+//! check therefore never removes the old release. The new replicas are
+//! asked about in one listing, and the labels of the old ones read from
+//! another, so the engine's answers do not wait one after another.
 //!
 //! `--role new` is the rollback: it removes only the new replicas its run
 //! started (`"started": true`), never one that served before the run, and
@@ -25,9 +23,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use bollard::models::{HealthConfig, HealthStatusEnum};
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 use clap::Parser;
 use futures_util::future::join_all;
@@ -39,18 +34,14 @@ use zdd_core::record::{ContainerRecord, Role};
 use zdd_core::service::Service;
 use zdd_core::{duration, Error, Result};
 
-/// How often a new replica still `starting` by its HEALTHCHECK is asked about.
-const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Stop (SIGTERM, then SIGKILL after the grace period) and remove the
 /// containers of one role.
 ///
 /// By default retires the `old` containers, and only if the input holds at
 /// least one `new` container, every `new` container is healthy (and
 /// routed, where a routing step ran), and the engine confirms every `new`
-/// container still runs (healthy, where it has a HEALTHCHECK; one still
-/// `starting` by it is waited for until Docker decides); otherwise it
-/// refuses, changes nothing and exits 1.
+/// container still runs (and is not `unhealthy` by its HEALTHCHECK);
+/// otherwise it refuses, changes nothing and exits 1.
 ///
 /// `--role new` is the rollback: it retires only the new containers this
 /// run started (`"started": true`, set by zdd-scale) and keeps those that
@@ -129,7 +120,7 @@ pub async fn run(args: Args) -> Result<Outcome> {
     if args.role == Role::Old {
         // The records are what the new replicas were; the engine says what
         // they are now (one may have crashed after its health check).
-        if let Err(why) = new_replicas_still_serve(&docker, &all, progress).await? {
+        if let Err(why) = evidence::new_replicas_still_serve(&docker, all.iter().copied()).await? {
             return refuse(why);
         }
     }
@@ -167,76 +158,6 @@ pub async fn run(args: Args) -> Result<Outcome> {
     }
     RecordWriter::stdout().containers_updated(&records, &updated)?;
     Ok(Outcome::from_success(all_retired))
-}
-
-/// [`evidence::new_replicas_still_serve`] for every new replica at once
-/// (one listing of them); where one does not serve yet, each is asked
-/// again on its own, at once, waiting for Docker's verdict where its
-/// HEALTHCHECK is still `starting`. The verdict is the sequential one: the
-/// first replica, in input order, that does not serve (or cannot be asked
-/// about) decides.
-async fn new_replicas_still_serve(
-    docker: &Docker,
-    all: &[&ContainerRecord],
-    progress: Progress,
-) -> Result<std::result::Result<(), String>> {
-    let verdict = evidence::new_replicas_still_serve(docker, all.iter().copied()).await?;
-    if verdict.is_ok() {
-        return Ok(verdict);
-    }
-    let checks = all
-        .iter()
-        .filter(|c| c.role == Some(Role::New))
-        .map(|record| still_serves(docker, record, progress));
-    for verdict in join_all(checks).await {
-        if let Err(why) = verdict? {
-            return Ok(Err(why));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// The rule for one new replica, asked again while Docker's HEALTHCHECK of
-/// it has not decided yet: a probe (`zdd-health --http`) can pass before
-/// Docker's next check has run, and the replica is then `starting` on the
-/// engine for up to an interval more. The rule is never bent: the answer
-/// is its answer once Docker decides, or once Docker could not take any
-/// longer (start period + interval × (retries + 1) + timeout).
-async fn still_serves(
-    docker: &Docker,
-    record: &ContainerRecord,
-    progress: Progress,
-) -> Result<std::result::Result<(), String>> {
-    let verdict = evidence::new_replicas_still_serve(docker, std::iter::once(record)).await?;
-    if verdict.is_ok() {
-        return Ok(verdict);
-    }
-    let mut deadline = None;
-    while let Some(check) = starting_healthcheck(docker, record).await {
-        let deadline = *deadline.get_or_insert_with(|| {
-            progress.info(format_args!(
-                "{} is still `starting` by its Docker HEALTHCHECK; waiting for Docker's verdict",
-                record.label()
-            ));
-            Instant::now() + docker::healthcheck_deadline(&check)
-        });
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(RECHECK_INTERVAL).await;
-    }
-    evidence::new_replicas_still_serve(docker, std::iter::once(record)).await
-}
-
-/// The HEALTHCHECK of a running container that Docker still calls
-/// `starting`.
-async fn starting_healthcheck(docker: &Docker, record: &ContainerRecord) -> Option<HealthConfig> {
-    let inspect = docker.inspect_container(&record.id, None).await.ok()?;
-    let state = inspect.state.as_ref()?;
-    let starting = state.running == Some(true)
-        && state.restarting != Some(true)
-        && state.health.as_ref().and_then(|h| h.status) == Some(HealthStatusEnum::STARTING);
-    starting.then(|| docker::healthcheck_of(&inspect)).flatten()
 }
 
 /// Stops and removes one container, after checking it is what the record
