@@ -69,7 +69,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    upstream backend { server 127.0.0.1:$HAPROXY_PORT; keepalive 16; }
+    upstream backend { server 127.0.0.1:$PROXY_PORT; keepalive 16; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location /api/ {
@@ -101,9 +101,9 @@ release_parts() {
 }
 
 # stage_release CONTEXT [zdd-release options]: release the stage's service
-# through HAProxy, its assets into $STAGE_DIR/www.
+# through the staged proxy, its assets into $STAGE_DIR/www.
 stage_release() {
     local context=$1; shift
-    "$root_dir/scripts/zdd-release" --service "$STAGE_ID" --haproxy-socket "$HAPROXY_SOCKET" --backend app \
+    "$root_dir/scripts/zdd-release" --service "$STAGE_ID" "${PROXY_ARGS[@]}" \
         --runs-dir "$STAGE_DIR/runs" --grace 10s --assets-root "$STAGE_DIR/www" "$@" "$context"
 }

@@ -22,6 +22,7 @@ stage_cleanup() {
     local ids
     [ -z "${LOAD_PID:-}" ] || kill "$LOAD_PID" 2>/dev/null
     [ ! -f "$STAGE_DIR/haproxy.pid" ] || kill "$(cat "$STAGE_DIR/haproxy.pid")" 2>/dev/null
+    [ -z "${STAGE_CADDY_PID:-}" ] || kill "$STAGE_CADDY_PID" 2>/dev/null
     [ -z "${STAGE_NGINX_PID:-}" ] || [ ! -f "$STAGE_NGINX_PID" ] || kill "$(cat "$STAGE_NGINX_PID")" 2>/dev/null
     [ -z "${STAGE_PG_STOP:-}" ] || "${STAGE_PG_STOP[@]}" 2>/dev/null
     [ -z "${STAGE_PG_DIR:-}" ] || [ -n "${STAGE_KEEP:-}" ] || rm -rf "$STAGE_PG_DIR"
@@ -115,7 +116,8 @@ CFG
 }
 
 # stage_haproxy: HAProxy on a free loopback port in front of an empty
-# backend `app`; sets HAPROXY_PORT and HAPROXY_SOCKET.
+# backend `app`; sets HAPROXY_PORT and HAPROXY_SOCKET, and PROXY_PORT and
+# PROXY_ARGS (the zdd-deploy options that route through it).
 stage_haproxy() {
     HAPROXY_PORT=$(free_port)
     HAPROXY_SOCKET="$STAGE_DIR/admin.sock"
@@ -123,23 +125,55 @@ stage_haproxy() {
     pidfile $STAGE_DIR/haproxy.pid" "127.0.0.1:$HAPROXY_PORT" "" > "$STAGE_DIR/haproxy.cfg"
     haproxy -c -q -f "$STAGE_DIR/haproxy.cfg" || die "the generated haproxy config is invalid"
     haproxy -D -f "$STAGE_DIR/haproxy.cfg" || die "haproxy did not start"
+    PROXY_NAME=HAProxy PROXY_PORT=$HAPROXY_PORT
+    PROXY_ARGS=(--haproxy-socket "$HAPROXY_SOCKET" --backend app)
     for _ in $(seq 1 50); do [ -S "$HAPROXY_SOCKET" ] && return; sleep 0.1; done
     die "haproxy's admin socket did not appear"
+}
+
+# stage_caddy: Caddy 2 on a free loopback port, its admin API on another,
+# with the two reverse_proxy handlers zdd routes through (docs/caddy.md):
+# `api` (active health check on /healthz) and `api-draining`, which no
+# request reaches. Sets PROXY_PORT and PROXY_ARGS as stage_haproxy does.
+stage_caddy() {
+    need caddy
+    local admin_port
+    PROXY_PORT=$(free_port) admin_port=$(free_port)
+    jq -n --arg admin "127.0.0.1:$admin_port" --arg listen "127.0.0.1:$PROXY_PORT" '{
+      admin: {listen: $admin},
+      apps: {http: {servers: {zdd: {listen: [$listen], automatic_https: {disable: true}, routes: [
+        {match: [{expression: "false"}], handle: [{handler: "reverse_proxy", "@id": "api-draining"}]},
+        {handle: [{handler: "reverse_proxy", "@id": "api", upstreams: [],
+          health_checks: {active: {uri: "/healthz", interval: "1s", timeout: "1s"}},
+          load_balancing: {selection_policy: {policy: "round_robin"}, try_duration: "5s", try_interval: "50ms"}}]}
+      ]}}}}
+    }' > "$STAGE_DIR/caddy.json"
+    # Its autosave and data in the stage folder, not the user's.
+    XDG_CONFIG_HOME="$STAGE_DIR/caddy-config" XDG_DATA_HOME="$STAGE_DIR/caddy-data" \
+        caddy run --config "$STAGE_DIR/caddy.json" > "$STAGE_DIR/caddy.log" 2>&1 &
+    STAGE_CADDY_PID=$!
+    PROXY_NAME=Caddy
+    PROXY_ARGS=(--caddy-admin "127.0.0.1:$admin_port" --caddy-handler api --caddy-drain-handler api-draining)
+    for _ in $(seq 1 50); do
+        curl -sf "http://127.0.0.1:$admin_port/id/api" >/dev/null && return
+        sleep 0.1
+    done
+    die "caddy's admin API did not answer; see $STAGE_DIR/caddy.log"
 }
 
 # stage_deploy CONTEXT [zdd-deploy options]: deploy the stage's service.
 stage_deploy() {
     local context=$1; shift
-    "$root_dir/scripts/zdd-deploy" --service "$STAGE_ID" --haproxy-socket "$HAPROXY_SOCKET" --backend app \
+    "$root_dir/scripts/zdd-deploy" --service "$STAGE_ID" "${PROXY_ARGS[@]}" \
         --runs-dir "$STAGE_DIR/runs" --grace 10s "$@" "$context"
 }
 
-# load_start OUTPUT [loadgen options]: load on $LOAD_URL (default: HAProxy's
-# frontend) until load_stop.
+# load_start OUTPUT [loadgen options]: load on $LOAD_URL (default: the
+# proxy's frontend) until load_stop.
 load_start() {
     local output=$1; shift
     rm -f "$STAGE_DIR/stop-load"
-    "$ZDD_BIN/zdd-loadgen" --url "${LOAD_URL:-http://127.0.0.1:$HAPROXY_PORT/}" --until-file "$STAGE_DIR/stop-load" \
+    "$ZDD_BIN/zdd-loadgen" --url "${LOAD_URL:-http://127.0.0.1:$PROXY_PORT/}" --until-file "$STAGE_DIR/stop-load" \
         --json "$@" > "$output" 2> "$output.log" &
     LOAD_PID=$!
     sleep 0.5

@@ -9,7 +9,8 @@
 //!   stderr, records).
 //! - [`docker`], [`docker_lines`], [`docker_ok`]: the docker CLI.
 //! - [`http_get`] / [`http_request`]: a plain-socket HTTP client.
-//! - [`Haproxy`]: a real HAProxy with a backend and an admin socket.
+//! - [`Haproxy`]: a real HAProxy with a backend and an admin socket;
+//!   [`Caddy`]: a real Caddy 2 with a reverse_proxy handler and its admin API.
 //! - [`postgres`]: throwaway PostgreSQL servers; [`Nginx`]: a real nginx.
 //! - [`Sandbox`]: what one engine test creates, removed when dropped.
 //!
@@ -31,6 +32,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+pub mod caddy;
 mod deployed;
 mod docker;
 mod haproxy;
@@ -41,6 +43,7 @@ pub mod postgres;
 mod process;
 mod scratch;
 
+pub use caddy::{Caddy, CaddyOptions};
 pub use deployed::*;
 pub use docker::{container_ip, docker, docker_lines, docker_ok};
 pub use haproxy::{Haproxy, HaproxyOptions};
@@ -301,6 +304,38 @@ pub fn pipeline_command(
 
 /// `scripts/SCRIPT` with the options every pipeline test passes.
 fn pipeline_base(script: &str, sandbox: &Sandbox, haproxy: &Haproxy) -> Command {
+    let mut command = pipeline_without_proxy(script, sandbox);
+    command
+        .args(["--backend", "app"])
+        .arg("--haproxy-socket")
+        .arg(&haproxy.socket);
+    command
+}
+
+/// `scripts/zdd-deploy` for the sandbox's service through `caddy`
+/// (handler `api`, drain handler `api-draining`), from `context` or, with
+/// none, `extra` naming the release.
+pub fn caddy_deploy_command(
+    sandbox: &Sandbox,
+    caddy: &Caddy,
+    context: Option<&Path>,
+    extra: &[&str],
+) -> Command {
+    let mut command = pipeline_without_proxy("zdd-deploy", sandbox);
+    command
+        .args(["--caddy-admin", &caddy.admin()])
+        .args(["--caddy-handler", "api"])
+        .args(["--caddy-drain-handler", "api-draining"])
+        .args(extra);
+    if let Some(context) = context {
+        command.arg(context);
+    }
+    command
+}
+
+/// `scripts/SCRIPT` with the options every pipeline test passes but the
+/// proxy's.
+fn pipeline_without_proxy(script: &str, sandbox: &Sandbox) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut command = Command::new(root.join("scripts").join(script));
     command
@@ -310,8 +345,6 @@ fn pipeline_base(script: &str, sandbox: &Sandbox, haproxy: &Haproxy) -> Command 
         .args([
             "--service",
             &sandbox.id,
-            "--backend",
-            "app",
             "--grace",
             "10s",
             // A generous bound for a busy machine; a release that is never
@@ -319,8 +352,6 @@ fn pipeline_base(script: &str, sandbox: &Sandbox, haproxy: &Haproxy) -> Command 
             "--health-timeout",
             "30s",
         ])
-        .arg("--haproxy-socket")
-        .arg(&haproxy.socket)
         .arg("--runs-dir")
         .arg(sandbox.dir.join("runs"))
         .stdin(Stdio::null());

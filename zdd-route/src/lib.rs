@@ -30,6 +30,7 @@
 //! answers, which zdd-watch uses too, and [`standby`] the backups a watch
 //! keeps.
 
+pub mod caddy;
 pub mod haproxy;
 mod plan;
 mod proxy;
@@ -44,9 +45,12 @@ use zdd_core::cli::{CommonArgs, Outcome, Progress};
 use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::{duration, Error, Result};
 
+use crate::caddy::Admin;
 use crate::haproxy::{Endpoint, Runtime, RuntimeError};
 pub use crate::plan::{plan, sanitize, server_name, Action, Item, Mode};
+use crate::proxy::caddy::CaddyHandler;
 use crate::proxy::haproxy::HaproxyBackend;
+use crate::proxy::Proxy;
 use crate::router::{Report, Router};
 
 /// The options a server added with `add server` gets by default. Dynamic
@@ -137,8 +141,17 @@ pub const FIELD_DRAIN_TIMED_OUT: &str = "drain_timed_out";
 ///   retired true
 ///       Delete its server, as above.
 ///
+/// Through Caddy (--caddy ADMIN --handler ID [--drain-handler ID]) the
+/// same, with the upstreams of a `reverse_proxy` handler: a new replica
+/// is added (one config change for all) and confirmed in the config read
+/// back and accepting connections (Caddy 2.6 has no UP to wait for); an
+/// old one is parked in --drain-handler, taken out, and waited for until
+/// Caddy counts no request in flight on it; a retired one is taken out of
+/// both. No --canary-weight (Caddy 2.6 has no weights). See docs/caddy.md.
+///
 /// Nothing is changed unless the whole input is valid and the socket
-/// (`level admin`) and the backend answer; otherwise exit 2.
+/// (`level admin`) and the backend, or Caddy's admin API and its
+/// handlers, answer; otherwise exit 2.
 ///
 /// Every action is idempotent: a server already UP, drained or gone is
 /// success. A command HAProxy refuses is reported with the command and
@@ -154,14 +167,42 @@ pub const FIELD_DRAIN_TIMED_OUT: &str = "drain_timed_out";
 pub struct Args {
     /// HAProxy's Runtime API socket (`stats socket … level admin`): a unix
     /// socket path, or HOST:PORT for a TCP one.
-    #[arg(long, value_name = "SOCKET")]
-    pub socket: String,
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        required_unless_present = "caddy",
+        requires = "backend"
+    )]
+    pub socket: Option<String>,
 
     /// The HAProxy backend the service's servers are in. It needs a dynamic
     /// balance algorithm (e.g. roundrobin, leastconn) for servers to be
     /// added.
-    #[arg(long, value_name = "NAME", value_parser = parse_backend)]
-    pub backend: String,
+    #[arg(long, value_name = "NAME", value_parser = parse_backend, requires = "socket")]
+    pub backend: Option<String>,
+
+    /// Route through Caddy 2 instead: its admin API (`localhost:2019`).
+    /// The upstreams of the `reverse_proxy` handler --handler names are
+    /// changed, in one config change per action (docs/caddy.md).
+    #[arg(
+        long,
+        value_name = "ADMIN",
+        conflicts_with_all = ["socket", "backend", "canary_weight"],
+        requires = "handler"
+    )]
+    pub caddy: Option<String>,
+
+    /// The `@id` of Caddy's `reverse_proxy` handler that serves the
+    /// service.
+    #[arg(long, value_name = "ID", requires = "caddy")]
+    pub handler: Option<String>,
+
+    /// The `@id` of a Caddy `reverse_proxy` handler that no request
+    /// reaches: a drained upstream is parked there so that Caddy keeps
+    /// counting its requests in flight until they finish. Without it a
+    /// drain cannot wait for them (they still finish).
+    #[arg(long, value_name = "ID", requires = "caddy")]
+    pub drain_handler: Option<String>,
 
     /// How long a new server may take to be reported UP by HAProxy's check.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
@@ -261,21 +302,57 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     let items = plan(&records, &containers, mode)?;
 
-    let runtime = Runtime::new(Endpoint::parse(&args.socket));
-    preflight(&runtime, &args.backend)?;
-
-    let proxy = HaproxyBackend {
-        runtime,
-        backend: args.backend.clone(),
-        server_options: args.server_options.clone(),
-        up_timeout: args.up_timeout,
-        drain_timeout: args.drain_timeout,
-        weight: "weight 100%".into(),
-        progress,
+    let prune = args.prune || args.sync;
+    let report = match (&args.socket, &args.backend, &args.caddy, &args.handler) {
+        (Some(socket), Some(backend), _, _) => {
+            let runtime = Runtime::new(Endpoint::parse(socket));
+            preflight(&runtime, backend)?;
+            let proxy = HaproxyBackend {
+                runtime,
+                backend: backend.clone(),
+                server_options: args.server_options.clone(),
+                up_timeout: args.up_timeout,
+                drain_timeout: args.drain_timeout,
+                weight: "weight 100%".into(),
+                progress,
+            };
+            route(proxy, &args, prune, progress, &items, &containers)
+        }
+        (_, _, Some(caddy), Some(handler)) => {
+            let admin = caddy_preflight(caddy, handler, args.drain_handler.as_deref())?;
+            let proxy = CaddyHandler {
+                admin,
+                handler: handler.clone(),
+                parking: args.drain_handler.clone(),
+                up_timeout: args.up_timeout,
+                drain_timeout: args.drain_timeout,
+                progress,
+            };
+            route(proxy, &args, prune, progress, &items, &containers)
+        }
+        _ => {
+            return Err(Error::Usage(
+                "say which proxy: --socket and --backend (HAProxy), or --caddy and --handler"
+                    .into(),
+            ))
+        }
     };
+    RecordWriter::stdout().containers_updated(&records, &report.updated)?;
+    Ok(Outcome::from_success(report.ok))
+}
+
+/// The run through one proxy: the same order whatever it is.
+fn route<P: Proxy>(
+    proxy: P,
+    args: &Args,
+    prune: bool,
+    progress: Progress,
+    items: &[Item],
+    containers: &[(usize, zdd_core::record::ContainerRecord)],
+) -> Report {
     let router = Router {
         proxy,
-        prune: args.prune || args.sync,
+        prune,
         canary_weight: args.canary_weight,
         progress,
         report: Report {
@@ -283,13 +360,24 @@ pub fn run(args: Args) -> Result<Outcome> {
             ok: true,
         },
     };
-    let report = if args.restore {
-        router.restore(&items, &containers)
+    if args.restore {
+        router.restore(items, containers)
     } else {
-        router.deploy(&items, &containers)
-    };
-    RecordWriter::stdout().containers_updated(&records, &report.updated)?;
-    Ok(Outcome::from_success(report.ok))
+        router.deploy(items, containers)
+    }
+}
+
+/// Checks, before anything changes, that Caddy's admin API answers and
+/// has the handlers, each a `reverse_proxy`. Every failure is a usage
+/// error.
+fn caddy_preflight(endpoint: &str, handler: &str, parking: Option<&str>) -> Result<Admin> {
+    let usage =
+        |e: caddy::AdminError| Error::Usage(format!("Caddy's admin API at {endpoint}: {e}"));
+    let admin = Admin::new(endpoint).map_err(usage)?;
+    for id in std::iter::once(handler).chain(parking) {
+        admin.handler(id).map_err(usage)?;
+    }
+    Ok(admin)
 }
 
 /// Checks, before anything changes, that the socket answers with admin

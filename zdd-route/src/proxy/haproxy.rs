@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use zdd_core::cli::Progress;
 
-use super::{BringUpFailure, Drained, Proxy, Service};
+use super::{accepts_connections, BringUpFailure, Drained, Proxy, Service};
 use crate::haproxy::{self, Runtime, RuntimeError, ServerStat, ServerState};
 use crate::plan::{named_for, replica_shaped, unused_name, Action, Item};
 use crate::standby;
@@ -552,16 +552,10 @@ fn is_configured_server(answer: &str) -> bool {
     answer.contains("added at runtime") || answer.contains("cannot be removed at runtime")
 }
 
-/// How long a restored server's address may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-
 /// Whether something accepts a TCP connection at `address` (an item with
 /// no address has nothing to check).
 fn answers(address: Option<SocketAddr>) -> bool {
-    match address {
-        None => true,
-        Some(address) => std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok(),
-    }
+    address.as_ref().is_none_or(accepts_connections)
 }
 
 /// `1.2s`.

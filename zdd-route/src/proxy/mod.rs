@@ -8,10 +8,12 @@
 //! set of items at once, so that its waits (a check to pass, sessions to
 //! end) overlap, and it answers for each item.
 
+pub(crate) mod caddy;
 pub(crate) mod haproxy;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::plan::Item;
 
@@ -62,4 +64,13 @@ pub(crate) struct BringUpFailure {
 pub(crate) struct Drained {
     /// Sessions still open when the timeout passed.
     pub(crate) left: Option<u64>,
+}
+
+/// How long a replica's address may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Whether something accepts a TCP connection at `address`: a server the
+/// proxy still calls up from an earlier check may be gone.
+pub(crate) fn accepts_connections(address: &SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(address, CONNECT_TIMEOUT).is_ok()
 }
