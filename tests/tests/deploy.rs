@@ -260,3 +260,42 @@ fn dry_run_changes_nothing() {
     assert_eq!(replica_addresses(&sandbox), before);
     assert_eq!(sandbox.serving_versions(), ["v1", "v1"]);
 }
+
+#[test]
+fn a_proxy_that_does_not_answer_is_exit_2_before_anything_changes() {
+    let (sandbox, haproxy) = stage("noproxy");
+    let before = replica_ids(&sandbox);
+    let runs_before = std::fs::read_dir(sandbox.dir.join("runs")).unwrap().count();
+    let v2 = sandbox.app_context("v2", &[]);
+    let wrong_backend = deploy(&sandbox, &haproxy, &v2, &["--backend", "nope"]);
+    wrong_backend.expect_code(2);
+    assert!(
+        wrong_backend.stderr.contains("no backend `nope`"),
+        "{}",
+        wrong_backend.stderr
+    );
+    // Caddy's admin API where nothing listens.
+    let down = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("scripts/zdd-deploy"),
+    )
+    .env("ZDD_BIN", zdd_e2e::bin_dir())
+    .env("ZDD_STATE_DIR", sandbox.dir.join("state"))
+    .args(["--service", &sandbox.id, "--caddy-admin", "127.0.0.1:1"])
+    .args(["--caddy-handler", "api", "--runs-dir"])
+    .arg(sandbox.dir.join("runs"))
+    .arg(&v2)
+    .output()
+    .unwrap();
+    let down = Run::from(down);
+    down.expect_code(2);
+    assert!(down.stderr.contains("is caddy running"), "{}", down.stderr);
+    assert_eq!(replica_ids(&sandbox), before, "nothing started or stopped");
+    assert_eq!(
+        std::fs::read_dir(sandbox.dir.join("runs")).unwrap().count(),
+        runs_before,
+        "no run began"
+    );
+}

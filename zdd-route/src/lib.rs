@@ -256,6 +256,13 @@ pub struct Args {
     #[arg(long, conflicts_with = "restore")]
     pub prune: bool,
 
+    /// Only check that the proxy answers (HAProxy's socket at `level
+    /// admin` and its backend, or Caddy's admin API and its handlers), and
+    /// exit: 0, or 2 naming the problem. Reads no input. zdd-deploy runs it
+    /// before anything changes.
+    #[arg(long, conflicts_with_all = ["restore", "sync", "prune", "canary_weight"])]
+    pub check: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -293,6 +300,18 @@ fn parse_server_options(text: &str) -> std::result::Result<String, String> {
 /// nothing here is worth an async runtime's overlap.
 pub fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new("zdd-route", args.common.quiet);
+    if args.check {
+        match (&args.socket, &args.backend, &args.caddy, &args.handler) {
+            (Some(socket), Some(backend), _, _) => {
+                preflight(&Runtime::new(Endpoint::parse(socket)), backend)?
+            }
+            (_, _, Some(caddy), Some(handler)) => {
+                caddy_preflight(caddy, handler, args.drain_handler.as_deref())?;
+            }
+            _ => {}
+        }
+        return Ok(Outcome::Success);
+    }
     let records = jsonl::read_stdin()?;
     let containers = jsonl::require_containers(&records, "zdd-health")?;
     let mode = match (args.restore, args.sync) {
