@@ -42,8 +42,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use config::{
-    check_dial, check_id, check_reverse_proxy, dials, find_by_id, parse_endpoint, plan_add,
-    plan_remove, upstreams_of, Edit,
+    check_dial, check_id, check_reverse_proxy, dials, find_by_id, parse_endpoint, path_of,
+    plan_add, plan_remove, pointer, set_upstreams, upstreams_of, Edit, Write,
 };
 pub use config::{etag_hash, parse_health_gauges, parse_upstream_stats, HealthGauge, UpstreamStat};
 use error::{broken, json_answer, ok_answer};
@@ -167,23 +167,66 @@ impl Admin {
         Ok(parse_health_gauges(&String::from_utf8_lossy(&body)))
     }
 
+    /// Moves the upstreams of `dials` from handler `from` to handler `to`
+    /// in one change: taken out of `from` where they are, added to `to`
+    /// where they are not (a dial in neither is added to `to`). `Ok(true)`
+    /// when Caddy's config was changed. One reload instead of two: a drain
+    /// parks the old upstreams and takes them out of the served handler at
+    /// once, a rollback brings them back the same way.
+    pub fn move_upstreams(&self, from: &str, to: &str, dials: &[&str]) -> Result<bool> {
+        check_id(from)?;
+        dials.iter().try_for_each(|d| check_dial(d))?;
+        self.write_until_done(|config| {
+            let upstreams = |id: &str| -> Result<Vec<Value>> {
+                let handler =
+                    find_by_id(config, id).ok_or_else(|| AdminError::NoSuchId { id: id.into() })?;
+                check_reverse_proxy(id, handler)?;
+                upstreams_of(id, handler)
+            };
+            let (from_now, to_now) = (upstreams(from)?, upstreams(to)?);
+            let kept = plan_remove(&from_now, dials);
+            let added = plan_add(&to_now, dials);
+            if kept.is_none() && added.is_none() {
+                return Ok(None);
+            }
+            let (Some(from_path), Some(to_path)) = (path_of(config, from), path_of(config, to))
+            else {
+                return Err(AdminError::NoSuchId { id: from.into() });
+            };
+            let common: Vec<String> = from_path
+                .iter()
+                .zip(&to_path)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| a.clone())
+                .collect();
+            let mut subtree = pointer(config, &common).cloned().unwrap_or(Value::Null);
+            set_upstreams(
+                &mut subtree,
+                &from_path[common.len()..],
+                kept.unwrap_or(from_now),
+            );
+            let mut to_upstreams = to_now;
+            to_upstreams.extend(added.unwrap_or_default());
+            set_upstreams(&mut subtree, &to_path[common.len()..], to_upstreams);
+            Ok(Some(Write {
+                method: "PATCH",
+                path: format!("/config/{}", common.join("/")),
+                payload: subtree.to_string(),
+            }))
+        })
+    }
+
     /// Reads the config, lets `edit` decide on the upstreams of `id`, and
-    /// writes that with `If-Match`, until `edit` has nothing left to do.
-    /// `Ok(true)` when a write of this call was accepted, or may have been
-    /// (its connection broke, and the next read found the change done).
+    /// writes that, until `edit` has nothing left to do.
     fn change(&self, id: &str, edit: impl Fn(&[Value]) -> Option<Edit>) -> Result<bool> {
         check_id(id)?;
-        let mut changed = false;
-        let mut refused_for: Option<Vec<u8>> = None;
-        for _ in 0..ATTEMPTS {
-            let (status, body) = self.request("GET", "/config/", None, None)?;
-            let config = json_answer("GET /config/", status, &body)?;
-            let handler = find_by_id(&config, id)
-                .ok_or_else(|| AdminError::NoSuchId { id: id.to_owned() })?;
+        self.write_until_done(|config| {
+            let handler =
+                find_by_id(config, id).ok_or_else(|| AdminError::NoSuchId { id: id.to_owned() })?;
             check_reverse_proxy(id, handler)?;
             let current = upstreams_of(id, handler)?;
             let (method, path, entries) = match edit(&current) {
-                None => return Ok(changed),
+                None => return Ok(None),
                 // `/...` appends each element of the array.
                 Some(Edit::Append(new))
                     if handler.get("upstreams").is_some_and(Value::is_array) =>
@@ -194,8 +237,35 @@ impl Admin {
                 Some(Edit::Append(new)) => ("POST", format!("/id/{id}/upstreams"), new),
                 Some(Edit::Replace(kept)) => ("PATCH", format!("/id/{id}/upstreams"), kept),
             };
+            Ok(Some(Write {
+                method,
+                path,
+                payload: Value::Array(entries).to_string(),
+            }))
+        })
+    }
+
+    /// Reads the whole config, lets `plan` decide on one write, and sends
+    /// it with `If-Match` (the hash of the config it read), until `plan`
+    /// has nothing left to do: a write refused because the config changed
+    /// meanwhile (412) is planned again on a fresh read. `Ok(true)` when a
+    /// write of this call was accepted, or may have been (its connection
+    /// broke, and the next read found the change done).
+    fn write_until_done(&self, plan: impl Fn(&Value) -> Result<Option<Write>>) -> Result<bool> {
+        let mut changed = false;
+        let mut refused_for: Option<Vec<u8>> = None;
+        for _ in 0..ATTEMPTS {
+            let (status, body) = self.request("GET", "/config/", None, None)?;
+            let config = json_answer("GET /config/", status, &body)?;
+            let Some(Write {
+                method,
+                path,
+                payload,
+            }) = plan(&config)?
+            else {
+                return Ok(changed);
+            };
             let etag = format!("\"/config/ {}\"", etag_hash(&body));
-            let payload = Value::Array(entries).to_string();
             let (status, answer) =
                 match self.request_once(method, &path, Some(&etag), Some(&payload)) {
                     // Lost on the way, or its answer was: the next read tells.
@@ -217,7 +287,7 @@ impl Admin {
             refused_for = None;
         }
         Err(AdminError::Conflict {
-            id: id.to_owned(),
+            id: "(the config)".to_owned(),
             attempts: ATTEMPTS,
         })
     }

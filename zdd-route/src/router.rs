@@ -233,24 +233,32 @@ impl<P: Proxy> Router<P> {
             .filter(|i| i.action != Action::Remove)
             .filter_map(|i| i.address)
             .collect();
+        let mut results: Vec<(&Item, Result<(), String>)> = Vec::new();
+        let mut to_remove: Vec<&Item> = Vec::new();
         for item in items.iter().filter(|i| i.action == action) {
-            let result = match item.address {
+            match item.address {
                 None => {
                     self.progress.info(format_args!(
                         "{} has no address; no server to remove",
                         item.describe()
                     ));
-                    Ok(())
+                    results.push((item, Ok(())));
                 }
                 Some(address) if action == Action::Remove && live.contains(&address) => {
                     self.progress.warn(format_args!(
                         "{} is retired, but a live container of the input has its address; keeping the server",
                         item.describe()
                     ));
-                    Ok(())
+                    results.push((item, Ok(())));
                 }
-                Some(address) => self.proxy.remove(item, &address),
-            };
+                Some(_) => to_remove.push(item),
+            }
+        }
+        if !to_remove.is_empty() {
+            let removed = self.proxy.remove(&to_remove);
+            results.extend(to_remove.into_iter().zip(removed));
+        }
+        for (item, result) in results {
             match result {
                 Ok(()) => self.report.success(item, |r| r.routed = Some(false)),
                 Err(message) => {

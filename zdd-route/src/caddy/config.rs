@@ -119,6 +119,60 @@ pub(super) fn find_by_id<'a>(config: &'a Value, id: &str) -> Option<&'a Value> {
     }
 }
 
+/// One write to the admin API.
+pub(super) struct Write {
+    pub(super) method: &'static str,
+    /// Under `/config/` or `/id/`.
+    pub(super) path: String,
+    pub(super) payload: String,
+}
+
+/// The path (object keys and array indexes) of the object whose `@id` is
+/// `id`, the one [`find_by_id`] finds.
+pub(super) fn path_of(config: &Value, id: &str) -> Option<Vec<String>> {
+    match config {
+        Value::Object(map) => {
+            if map.get("@id").and_then(Value::as_str) == Some(id) {
+                return Some(Vec::new());
+            }
+            map.iter().find_map(|(key, value)| {
+                path_of(value, id).map(|mut rest| {
+                    rest.insert(0, key.clone());
+                    rest
+                })
+            })
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, value)| {
+            path_of(value, id).map(|mut rest| {
+                rest.insert(0, index.to_string());
+                rest
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// The value at `path` in `config`.
+pub(super) fn pointer<'a>(config: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(config, |value, key| match value {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// Sets `upstreams` of the handler at `path` in `tree`.
+pub(super) fn set_upstreams(tree: &mut Value, path: &[String], upstreams: Vec<Value>) {
+    let handler = path.iter().try_fold(tree, |value, key| match value {
+        Value::Object(map) => map.get_mut(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+        _ => None,
+    });
+    if let Some(Value::Object(handler)) = handler {
+        handler.insert("upstreams".into(), Value::Array(upstreams));
+    }
+}
+
 /// Caddy 2.6's ETag hash: FNV-1a, 32 bits, of the exact body it answered
 /// to the GET, as 8 hex digits.
 pub fn etag_hash(body: &[u8]) -> String {
@@ -305,5 +359,28 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_handler_is_found_by_its_path_and_its_upstreams_set_there() {
+        let config = serde_json::json!({"apps": {"http": {"servers": {"zdd": {"routes": [
+            {"handle": [{"handler": "reverse_proxy", "@id": "api-draining"}]},
+            {"handle": [{"handler": "reverse_proxy", "@id": "api", "upstreams": [{"dial": "a:1"}]}]}
+        ]}}}}});
+        let api = path_of(&config, "api").unwrap();
+        assert_eq!(api.join("/"), "apps/http/servers/zdd/routes/1/handle/0");
+        let parking = path_of(&config, "api-draining").unwrap();
+        assert_eq!(pointer(&config, &api), find_by_id(&config, "api"));
+        assert!(path_of(&config, "nope").is_none());
+        let common = &api[..5];
+        let mut subtree = pointer(&config, common).unwrap().clone();
+        set_upstreams(
+            &mut subtree,
+            &parking[5..],
+            vec![serde_json::json!({"dial": "a:1"})],
+        );
+        set_upstreams(&mut subtree, &api[5..], vec![]);
+        assert_eq!(subtree[0]["handle"][0]["upstreams"][0]["dial"], "a:1");
+        assert_eq!(subtree[1]["handle"][0]["upstreams"], serde_json::json!([]));
     }
 }

@@ -11,10 +11,10 @@
 //!   after zdd-health found it ready, and "up" is Caddy's config read back
 //!   naming it, and its address accepting a connection.
 //! - A removed upstream vanishes from `/reverse_proxy/upstreams` while its
-//!   requests are still in flight (they finish). So a drain first *parks*
-//!   the upstream in a second handler no request reaches (`--drain-handler`),
-//!   then takes it out of the served one, and waits until Caddy counts no
-//!   request in flight on it (`num_requests`), or the drain timeout.
+//!   requests are still in flight (they finish). So a drain *moves* the
+//!   upstream, in one change, to a second handler no request reaches
+//!   (`--drain-handler`), and waits until Caddy counts no request in
+//!   flight on it (`num_requests`), or the drain timeout.
 //! - Upstreams carry no name, so one is matched by its `dial` being the
 //!   container's `ip:port`; `--prune` takes out every upstream no live
 //!   container of the input has, as for HAProxy a backend that serves the
@@ -78,22 +78,23 @@ impl Proxy for CaddyHandler {
                 })
                 .collect()
         };
-        match self.admin.add_upstreams(&self.handler, &refs(&dials)) {
+        // Into the served handler and, where a drain of an earlier step
+        // parked them (a rollback brings the old ones back), out of the
+        // parking one: one change.
+        let added = match &self.parking {
+            Some(parking) => self
+                .admin
+                .move_upstreams(parking, &self.handler, &refs(&dials)),
+            None => self.admin.add_upstreams(&self.handler, &refs(&dials)),
+        };
+        match added {
             Ok(changed) => self.progress.info(format_args!(
                 "{} {} upstream(s) of Caddy handler `{}`",
-                if changed { "added" } else { "already" },
+                if changed { "made" } else { "already" },
                 dials.len(),
                 self.handler
             )),
             Err(e) => return not_set(e.to_string()),
-        }
-        // Parked by a drain of an earlier run (a rollback brings them back).
-        if let Some(parking) = &self.parking {
-            if let Err(e) = self.admin.remove_upstreams(parking, &refs(&dials)) {
-                self.progress.warn(format_args!(
-                    "could not take the upstreams out of the parking handler `{parking}`: {e}"
-                ));
-            }
         }
         let served = match self.admin.upstreams(&self.handler) {
             Ok(served) => served,
@@ -138,12 +139,15 @@ impl Proxy for CaddyHandler {
     fn drain(&mut self, items: &[&Item]) -> Vec<Result<Drained, String>> {
         let dials = dials(items);
         let failed = |message: String| items.iter().map(|_| Err(message.clone())).collect();
-        if let Some(parking) = &self.parking {
-            if let Err(e) = self.admin.add_upstreams(parking, &refs(&dials)) {
-                return failed(format!("parking in Caddy handler `{parking}`: {e}"));
-            }
-        }
-        if let Err(e) = self.admin.remove_upstreams(&self.handler, &refs(&dials)) {
+        // Parked and taken out of the served handler in one change: Caddy
+        // keeps counting their requests in flight under the parking one.
+        let taken_out = match &self.parking {
+            Some(parking) => self
+                .admin
+                .move_upstreams(&self.handler, parking, &refs(&dials)),
+            None => self.admin.remove_upstreams(&self.handler, &refs(&dials)),
+        };
+        if let Err(e) = taken_out {
             return failed(e.to_string());
         }
         if self.parking.is_none() {
@@ -204,28 +208,20 @@ impl Proxy for CaddyHandler {
             .collect()
     }
 
-    fn remove(&mut self, item: &Item, address: &SocketAddr) -> Result<(), String> {
-        let dial = address.to_string();
-        let mut removed = self
-            .admin
-            .remove_upstream(&self.handler, &dial)
-            .map_err(|e| e.to_string())?;
-        if let Some(parking) = &self.parking {
-            removed |= self
-                .admin
-                .remove_upstream(parking, &dial)
-                .map_err(|e| e.to_string())?;
-        }
-        self.progress.info(format_args!(
-            "{} {}",
-            item.describe(),
-            if removed {
-                "is no upstream of Caddy any more"
-            } else {
-                "was no upstream of Caddy"
+    fn remove(&mut self, items: &[&Item]) -> Vec<Result<(), String>> {
+        let dials = dials(items);
+        let handlers = std::iter::once(self.handler.clone()).chain(self.parking.clone());
+        for handler in handlers {
+            if let Err(e) = self.admin.remove_upstreams(&handler, &refs(&dials)) {
+                let message = format!("taking them out of Caddy handler `{handler}`: {e}");
+                return items.iter().map(|_| Err(message.clone())).collect();
             }
-        ));
-        Ok(())
+        }
+        for item in items {
+            self.progress
+                .info(format_args!("{} is no upstream of Caddy", item.describe()));
+        }
+        items.iter().map(|_| Ok(())).collect()
     }
 
     fn prune(&mut self, live: &HashSet<SocketAddr>, _service: Option<&Service>) -> bool {

@@ -125,9 +125,15 @@ impl Proxy for HaproxyBackend {
             .collect()
     }
 
-    fn remove(&mut self, item: &Item, address: &SocketAddr) -> Result<(), String> {
-        self.remove_servers(item, address)
-            .map_err(|e| e.to_string())
+    fn remove(&mut self, items: &[&Item]) -> Vec<Result<(), String>> {
+        items
+            .iter()
+            .map(|item| {
+                let address = item.address.expect("removed with an address");
+                self.remove_servers(item, &address)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     }
 
     fn prune(&mut self, live: &HashSet<SocketAddr>, service: Option<&Service>) -> bool {

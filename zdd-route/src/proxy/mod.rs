@@ -32,9 +32,9 @@ pub(crate) trait Proxy {
     /// serves has finished, or the drain timeout passes.
     fn drain(&mut self, items: &[&Item]) -> Vec<Result<Drained, String>>;
 
-    /// Takes the item's servers at `address` out for good: deleted where
-    /// zdd added them, otherwise kept out of the rotation.
-    fn remove(&mut self, item: &Item, address: &SocketAddr) -> Result<(), String>;
+    /// Takes each item's servers (at its address) out for good: deleted
+    /// where zdd added them, otherwise kept out of the rotation.
+    fn remove(&mut self, items: &[&Item]) -> Vec<Result<(), String>>;
 
     /// Deletes the servers zdd added for `service` that send to none of
     /// `live`, and keeps every other such server out of the rotation;
