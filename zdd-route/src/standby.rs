@@ -38,9 +38,6 @@ use crate::proxy::haproxy::POLL;
 /// The end of a standby server's name.
 pub const STANDBY_SUFFIX: &str = ".standby";
 
-/// How long a new standby may take to pass its first check.
-const UP_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How long a standby that took traffic may take to finish it before it
 /// is deleted.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,10 +53,11 @@ pub fn is_standby(name: &str) -> bool {
 }
 
 /// Adds a standby for each old replica (its `address`), checked with
-/// `server_options`, and waits until HAProxy's check has it UP. Returns the
-/// names added (or already there). A standby that cannot be added or does
-/// not come UP is a warning, not a failure: the watch goes on without it,
-/// as it would have before standbys existed.
+/// `server_options` (HAProxy calls it UP at its first passing check, within
+/// `downinter`; this does not wait for that, so the watch starts at once).
+/// Returns the names added (or already there). A standby that cannot be
+/// added is a warning, not a failure: the watch goes on without it, as it
+/// would have before standbys existed.
 pub fn add(
     runtime: &Runtime,
     backend: &str,
@@ -85,38 +83,11 @@ pub fn add(
             )),
         }
     }
-    if added.is_empty() {
-        return added;
-    }
-    let start = Instant::now();
-    loop {
-        let stats = runtime.stats(backend);
-        let down: Vec<&String> = match &stats {
-            Ok(stats) => added
-                .iter()
-                .filter(|n| !stats.iter().any(|s| &s.name == *n && s.is_up()))
-                .collect(),
-            Err(_) => added.iter().collect(),
-        };
-        if down.is_empty() {
-            progress.info(format_args!(
-                "{} standby server(s) UP after {:.1}s: backups at the old replicas' addresses, for the instant every new one fails",
-                added.len(),
-                start.elapsed().as_secs_f64()
-            ));
-            break;
-        }
-        if start.elapsed() >= UP_TIMEOUT {
-            progress.warn(format_args!(
-                "standby server(s) {} not UP within {UP_TIMEOUT:?}; the watch goes on",
-                down.iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            break;
-        }
-        thread::sleep(POLL);
+    if !added.is_empty() {
+        progress.info(format_args!(
+            "{} standby server(s) added: backups at the old replicas' addresses, for the instant every new one fails",
+            added.len()
+        ));
     }
     added
 }

@@ -610,7 +610,9 @@ fn a_standby_serves_only_when_every_new_server_is_down_and_is_deleted_after() {
         zdd_route::standby::add(&runtime, "web", &[&old], FAST_CHECKS, &progress),
         added
     );
-    assert_eq!(haproxy.stat("web", "api-a.standby").status, "UP");
+    wait_for("the standby's first check", PATIENCE, || {
+        haproxy.stat("web", "api-a.standby").status == "UP"
+    });
     // While the new server serves, the standby takes nothing.
     for _ in 0..5 {
         assert_eq!(haproxy.get("/").1, "b");

@@ -68,7 +68,7 @@ pub struct Args {
     pub max_errors: u64,
 
     /// How often to look.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = duration::parse)]
     pub interval: Duration,
 
     #[command(flatten)]
@@ -108,6 +108,22 @@ pub async fn run(args: Args) -> Result<Outcome> {
     let docker = docker::connect().await?;
     let mut interrupt = Interrupt::new()?;
 
+    // A server zdd-route added for a replica this run started has counted
+    // nothing but this release's answers: all of them count, from the
+    // moment it was routed, not from the moment the watch began. Any
+    // other's count starts now.
+    let counted_from_zero: Vec<&str> = watched
+        .iter()
+        .filter(|(_, record, _)| zdd_core::evidence::started_by_this_run(record))
+        .map(|(_, _, w)| w.address.as_str())
+        .collect();
+    let first = observe_servers(haproxy.as_ref())?;
+    let baseline: HashMap<String, u64> = first
+        .iter()
+        .flatten()
+        .filter(|(address, _)| !counted_from_zero.contains(&address.as_str()))
+        .map(|(address, server)| (address.clone(), server.errors))
+        .collect();
     // The drained old replicas as HAProxy backups for the window: if every
     // new replica fails in one instant, HAProxy itself sends the requests
     // to the old release before the watch has even seen it.
@@ -123,12 +139,6 @@ pub async fn run(args: Args) -> Result<Outcome> {
         None => Vec::new(),
     };
 
-    let first = observe_servers(haproxy.as_ref())?;
-    let baseline: HashMap<String, u64> = first
-        .iter()
-        .flatten()
-        .map(|(name, server)| (name.clone(), server.errors))
-        .collect();
     let sessions_at_start: u64 = sessions(&list, first.as_ref());
     progress.info(format_args!(
         "watching {} new replica(s) for {:?}, the old ones kept warm{}",
