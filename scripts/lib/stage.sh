@@ -23,6 +23,7 @@ stage_cleanup() {
     [ -z "${LOAD_PID:-}" ] || kill "$LOAD_PID" 2>/dev/null
     [ ! -f "$STAGE_DIR/haproxy.pid" ] || kill "$(cat "$STAGE_DIR/haproxy.pid")" 2>/dev/null
     [ -z "${STAGE_CADDY_PID:-}" ] || kill "$STAGE_CADDY_PID" 2>/dev/null
+    [ -z "${STAGE_MIGRATE_RESTORE:-}" ] || echo 0 > /proc/sys/net/ipv4/tcp_migrate_req
     [ -z "${STAGE_NGINX_PID:-}" ] || [ ! -f "$STAGE_NGINX_PID" ] || kill "$(cat "$STAGE_NGINX_PID")" 2>/dev/null
     [ -z "${STAGE_PG_STOP:-}" ] || "${STAGE_PG_STOP[@]}" 2>/dev/null
     [ -z "${STAGE_PG_DIR:-}" ] || [ -n "${STAGE_KEEP:-}" ] || rm -rf "$STAGE_PG_DIR"
@@ -148,6 +149,18 @@ stage_caddy() {
           load_balancing: {selection_policy: {policy: "round_robin"}, try_duration: "5s", try_interval: "50ms"}}]}
       ]}}}}
     }' > "$STAGE_DIR/caddy.json"
+    # Caddy 2.6 opens a new listening socket at every config change; with
+    # this Linux moves what waits in the old one's queue instead of
+    # resetting it (docs/caddy.md). Set for the demo, put back after.
+    local migrate=/proc/sys/net/ipv4/tcp_migrate_req
+    if [ "$(cat "$migrate" 2>/dev/null)" = 0 ]; then
+        if ( echo 1 > "$migrate" ) 2>/dev/null; then
+            STAGE_MIGRATE_RESTORE=1
+            say "set net.ipv4.tcp_migrate_req=1 for the demo (put back to 0 at the end)"
+        else
+            say "warning: net.ipv4.tcp_migrate_req is 0 and cannot be set here: a Caddy reload may reset a connection"
+        fi
+    fi
     # Its autosave and data in the stage folder, not the user's.
     XDG_CONFIG_HOME="$STAGE_DIR/caddy-config" XDG_DATA_HOME="$STAGE_DIR/caddy-data" \
         caddy run --config "$STAGE_DIR/caddy.json" > "$STAGE_DIR/caddy.log" 2>&1 &

@@ -133,6 +133,7 @@ impl CaddyOptions {
     /// Starts Caddy with its config, log, autosave and data in `dir`;
     /// waits until its admin API answers.
     pub fn start_in(self, dir: &Path) -> Caddy {
+        migrate_queued_connections();
         let (port, admin_port) = (free_port(), free_port());
         let config = dir.join("caddy.json");
         let text = serde_json::to_string_pretty(&self.config(port, admin_port)).unwrap();
@@ -154,6 +155,25 @@ impl CaddyOptions {
         caddy.wait_for_admin();
         caddy
     }
+}
+
+/// Makes sure Linux moves the connections queued on a listening socket
+/// Caddy closes at a reload to its new one (`net.ipv4.tcp_migrate_req`):
+/// Caddy 2.6 opens a new socket at every config change (`SO_REUSEPORT`),
+/// and without this the kernel resets what waited in the old one's queue,
+/// a failure of the host's setting, not of the deploy (docs/caddy.md).
+/// The tests run as root on a machine of their own; one that cannot set
+/// it says how.
+fn migrate_queued_connections() {
+    const SETTING: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    if std::fs::read_to_string(SETTING).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    std::fs::write(SETTING, "1").unwrap_or_else(|e| {
+        panic!(
+            "the Caddy tests need `sysctl -w net.ipv4.tcp_migrate_req=1` (writing {SETTING}: {e})"
+        )
+    });
 }
 
 fn spawn(args: &[&str], config: &Path, home: &Path, log_path: &Path) -> Child {

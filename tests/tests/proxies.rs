@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use zdd_e2e::{
-    assert_failures_only, assert_no_failures, caddy_deploy_command, deploy, replica_addresses, run,
-    run_command, stage, versions_at_end, Caddy, Haproxy, Load, Sandbox, CLIENTS,
+    assert_no_failures, caddy_deploy_command, deploy, replica_addresses, run, run_command, stage,
+    versions_at_end, Caddy, Haproxy, Load, Sandbox, CLIENTS,
 };
 
 #[test]
@@ -86,7 +86,7 @@ fn after_an_haproxy_restart_sync_puts_every_replica_back_without_a_deploy() {
 }
 
 #[test]
-fn through_caddy_a_deploy_a_broken_release_and_a_rollback_fail_no_request_in_flight() {
+fn through_caddy_a_deploy_a_broken_release_and_a_rollback_fail_no_request() {
     let sandbox = Sandbox::new("caddy");
     let caddy = Caddy::options()
         .handler_id("api")
@@ -128,16 +128,11 @@ fn through_caddy_a_deploy_a_broken_release_and_a_rollback_fail_no_request_in_fli
         "Caddy's handler lists exactly the v1 replicas"
     );
     assert!(caddy.upstream_addresses_of("api-draining").is_empty());
-    // Caddy 2.6 applies every admin change as a whole reload that opens a
-    // new listening socket and closes the old one (SO_REUSEPORT): a
-    // connection the kernel queued on the old socket in that instant is
-    // reset before a byte of it is read (docs/caddy.md). That is the only
-    // failure allowed here: no request in flight failed, none was answered
-    // 5xx, none went to a replica that was gone.
+    // With the host's net.ipv4.tcp_migrate_req=1 (the fixture sees to it),
+    // a Caddy reload loses no connection queued on the socket it closes.
     eprintln!(
-        "figures: through Caddy, a deploy, a broken release and a rollback: {} requests, {} failed ({:?})",
-        load["requests"], load["failed"], load["failures"]
+        "figures: through Caddy, a deploy, a broken release and a rollback: {} requests, {} failed",
+        load["requests"], load["failed"]
     );
-    assert_failures_only(&load, "reset");
-    assert!(load["failed"].as_u64().unwrap() <= 20, "{load}");
+    assert_no_failures(&load);
 }

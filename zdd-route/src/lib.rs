@@ -339,6 +339,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
         (_, _, Some(caddy), Some(handler)) => {
             let admin = caddy_preflight(caddy, handler, args.drain_handler.as_deref())?;
+            proxy::caddy::warn_without_request_migration(&progress);
             let proxy = CaddyHandler {
                 admin,
                 handler: handler.clone(),
