@@ -232,6 +232,27 @@ impl Haproxy {
         addresses
     }
 
+    /// Sessions the backend's servers serve now (`scur` of `show stat`,
+    /// summed).
+    pub fn sessions(&self) -> u64 {
+        let stat = self.command(&format!("show stat {} 4 -1", self.backend));
+        let mut lines = stat.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let scur = header
+            .iter()
+            .position(|h| *h == "scur")
+            .expect("show stat has scur");
+        lines
+            .filter_map(|l| l.split(',').nth(scur))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    }
+
     /// The frontend, `127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use zdd_e2e::{
     all_container_ids, assert_no_failures, deploy, deploy_command, http_get, newest_run, prebuild,
-    replica_addresses, replica_ids, signal_group, signal_process, stage_with, wait_for_run_step,
-    Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
+    replica_addresses, replica_ids, signal_group, signal_process, stage_with, wait_for,
+    wait_for_run_step, Haproxy, Load, Run, Sandbox, Scenario, CLIENTS,
 };
 
 /// Every release of these tests keeps accepting for 1.5 s after SIGTERM,
@@ -163,18 +163,37 @@ fn signals_at_every_step(name: &str, delivery: Delivery) {
         if point.step == "route" {
             // Requests in flight on the old replicas make the drain last.
             let address = format!("127.0.0.1:{}", haproxy.port);
+            // Long enough to outlast the steps before the route however
+            // slow the machine is (the helper's 5 s read timeout would cut
+            // them, so they are read to the end by hand).
             for _ in 0..4 {
                 let address = address.clone();
-                std::thread::spawn(move || http_get(&address, "/?delay_ms=3000"));
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+                    let _ = stream.write_all(
+                        b"GET /?delay_ms=8000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = stream.read_to_end(&mut Vec::new());
+                });
             }
+            // In flight before the deploy starts, so the signal lands in
+            // the drain and not after it, however busy the machine is.
+            wait_for(
+                "the slow requests on the old replicas",
+                Duration::from_secs(5),
+                || haproxy.sessions() >= 4,
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let (code, stderr) = signalled_deploy(&sandbox, &haproxy, &context, point, delivery);
         let scenario = format!("{} during {}", delivery.name(), point.step);
         assert_eq!(code, delivery.exit_code(), "{scenario}: {stderr}");
         if delivery.exit_code().is_some() {
+            // In the step it was meant for: a test that signalled a later
+            // step would check the wrong promise.
             assert!(
-                stderr.contains("interrupted during"),
+                stderr.contains(&format!("interrupted during {}", point.step)),
                 "{scenario}: {stderr}"
             );
         }

@@ -105,7 +105,12 @@ fn add_one(
         .any(|s| s.name == name);
     if !exists {
         runtime.expect(
-            &format!("add server {backend}/{name} {address} backup {server_options}"),
+            // No pool of idle connections (`pool-max-conn 0`): HAProxy
+            // refuses `del server` while it keeps one, and a standby
+            // serves only in an instant of failure.
+            &format!(
+                "add server {backend}/{name} {address} backup {server_options} pool-max-conn 0"
+            ),
             &["New server registered."],
         )?;
     }

@@ -339,7 +339,10 @@ fn make_ready(
     };
     let failed = |e: zdd_route::haproxy::RuntimeError| Error::Failed(e.to_string());
     let mut made = 0;
-    for server in servers.iter().filter(|s| s.has_address(&address)) {
+    for server in servers
+        .iter()
+        .filter(|s| s.has_address(&address) && !standby::is_standby(&s.name))
+    {
         let command = format!("set server {backend}/{} state ready", server.name);
         runtime.expect(&command, &[""]).map_err(failed)?;
         made += 1;

@@ -231,14 +231,29 @@ impl HaproxyBackend {
     }
 
     /// The servers of the backend that have `address`.
+    /// A [standby](crate::standby) is not among them: it is the watch's,
+    /// never made ready or drained by a routing step (only removed with
+    /// its container, or pruned).
     fn servers_at(&self, address: &SocketAddr) -> haproxy::Result<(Vec<ServerState>, Vec<String>)> {
         let servers = self.runtime.servers_state(&self.backend)?;
         let names = servers
             .iter()
-            .filter(|s| s.has_address(address))
+            .filter(|s| s.has_address(address) && !standby::is_standby(&s.name))
             .map(|s| s.name.clone())
             .collect();
         Ok((servers, names))
+    }
+
+    /// The servers at `address`, standbys too: what goes with a retired
+    /// container.
+    fn all_servers_at(&self, address: &SocketAddr) -> haproxy::Result<Vec<String>> {
+        Ok(self
+            .runtime
+            .servers_state(&self.backend)?
+            .iter()
+            .filter(|s| s.has_address(address))
+            .map(|s| s.name.clone())
+            .collect())
     }
 
     fn server_command(&self, verb: &str, name: &str, rest: &str) -> String {
@@ -464,7 +479,7 @@ impl HaproxyBackend {
         })
     }
     fn remove_servers(&self, item: &Item, address: &SocketAddr) -> haproxy::Result<()> {
-        let (_, names) = self.servers_at(address)?;
+        let names = self.all_servers_at(address)?;
         if names.is_empty() {
             self.progress.info(format_args!(
                 "{} is not in {}",
