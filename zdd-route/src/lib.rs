@@ -301,15 +301,7 @@ fn parse_server_options(text: &str) -> std::result::Result<String, String> {
 pub fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new("zdd-route", args.common.quiet);
     if args.check {
-        match (&args.socket, &args.backend, &args.caddy, &args.handler) {
-            (Some(socket), Some(backend), _, _) => {
-                preflight(&Runtime::new(Endpoint::parse(socket)), backend)?
-            }
-            (_, _, Some(caddy), Some(handler)) => {
-                caddy_preflight(caddy, handler, args.drain_handler.as_deref())?;
-            }
-            _ => {}
-        }
+        connect(&args, progress)?;
         return Ok(Outcome::Success);
     }
     let records = jsonl::read_stdin()?;
@@ -321,12 +313,28 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     let items = plan(&records, &containers, mode)?;
 
-    let prune = args.prune || args.sync;
-    let report = match (&args.socket, &args.backend, &args.caddy, &args.handler) {
+    let report = match connect(&args, progress)? {
+        Connected::Haproxy(proxy) => route(proxy, &args, progress, &items, &containers),
+        Connected::Caddy(proxy) => route(proxy, &args, progress, &items, &containers),
+    };
+    RecordWriter::stdout().containers_updated(&records, &report.updated)?;
+    Ok(Outcome::from_success(report.ok))
+}
+
+/// The proxy the command line names, once it has answered.
+enum Connected {
+    Haproxy(HaproxyBackend),
+    Caddy(CaddyHandler),
+}
+
+/// Checks that the proxy answers (the preflight of each) and sets it up
+/// for routing; every failure is a usage error.
+fn connect(args: &Args, progress: Progress) -> Result<Connected> {
+    match (&args.socket, &args.backend, &args.caddy, &args.handler) {
         (Some(socket), Some(backend), _, _) => {
             let runtime = Runtime::new(Endpoint::parse(socket));
             preflight(&runtime, backend)?;
-            let proxy = HaproxyBackend {
+            Ok(Connected::Haproxy(HaproxyBackend {
                 runtime,
                 backend: backend.clone(),
                 server_options: args.server_options.clone(),
@@ -334,45 +342,37 @@ pub fn run(args: Args) -> Result<Outcome> {
                 drain_timeout: args.drain_timeout,
                 weight: "weight 100%".into(),
                 progress,
-            };
-            route(proxy, &args, prune, progress, &items, &containers)
+            }))
         }
         (_, _, Some(caddy), Some(handler)) => {
             let admin = caddy_preflight(caddy, handler, args.drain_handler.as_deref())?;
             proxy::caddy::warn_without_request_migration(&progress);
-            let proxy = CaddyHandler {
+            Ok(Connected::Caddy(CaddyHandler {
                 admin,
                 handler: handler.clone(),
                 parking: args.drain_handler.clone(),
                 up_timeout: args.up_timeout,
                 drain_timeout: args.drain_timeout,
                 progress,
-            };
-            route(proxy, &args, prune, progress, &items, &containers)
+            }))
         }
-        _ => {
-            return Err(Error::Usage(
-                "say which proxy: --socket and --backend (HAProxy), or --caddy and --handler"
-                    .into(),
-            ))
-        }
-    };
-    RecordWriter::stdout().containers_updated(&records, &report.updated)?;
-    Ok(Outcome::from_success(report.ok))
+        _ => Err(Error::Usage(
+            "say which proxy: --socket and --backend (HAProxy), or --caddy and --handler".into(),
+        )),
+    }
 }
 
 /// The run through one proxy: the same order whatever it is.
 fn route<P: Proxy>(
     proxy: P,
     args: &Args,
-    prune: bool,
     progress: Progress,
     items: &[Item],
     containers: &[(usize, zdd_core::record::ContainerRecord)],
 ) -> Report {
     let router = Router {
         proxy,
-        prune,
+        prune: args.prune || args.sync,
         canary_weight: args.canary_weight,
         progress,
         report: Report {

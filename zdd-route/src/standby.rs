@@ -25,15 +25,14 @@
 //! `--prune` deletes one a killed watch left.
 
 use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zdd_core::cli::Progress;
 use zdd_core::record::ContainerRecord;
 
-use crate::haproxy::{self, Runtime, RuntimeError};
+use crate::haproxy::{self, Runtime};
 use crate::plan::server_name;
-use crate::proxy::haproxy::POLL;
+use crate::proxy::haproxy::{delete_server, WhileBusy};
 
 /// The end of a standby server's name.
 pub const STANDBY_SUFFIX: &str = ".standby";
@@ -141,29 +140,9 @@ pub fn remove(runtime: &Runtime, backend: &str, names: &[String], progress: &Pro
 }
 
 fn remove_one(runtime: &Runtime, backend: &str, name: &str) -> haproxy::Result<()> {
-    const GONE: &str = "No such server.";
-    const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
-    let maint = format!("set server {backend}/{name} state maint");
-    if runtime.expect(&maint, &["", GONE])? == GONE {
-        return Ok(());
-    }
     // In maintenance it gets no new request; what it serves finishes, and
     // HAProxy lets go of its connections to the replica a moment later.
-    let del = format!("del server {backend}/{name}");
-    let start = Instant::now();
-    loop {
-        let answer = runtime.command(&del)?;
-        match answer.trim() {
-            "Server deleted." | GONE => return Ok(()),
-            BUSY if start.elapsed() < IDLE_TIMEOUT => thread::sleep(POLL),
-            _ => {
-                return Err(RuntimeError::Refused {
-                    command: del,
-                    answer,
-                })
-            }
-        }
-    }
+    delete_server(runtime, backend, name, WhileBusy::LetFinish(IDLE_TIMEOUT)).map(|_| ())
 }
 
 #[cfg(test)]

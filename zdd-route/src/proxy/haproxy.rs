@@ -524,34 +524,66 @@ impl HaproxyBackend {
     /// deleted, and zdd did not add it: it stays, in maintenance (a DNS
     /// template slot is filled again by HAProxy's resolvers).
     pub(crate) fn delete_server(&self, name: &str) -> haproxy::Result<Removal> {
-        const GONE: &str = "No such server.";
-        const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
-        let maint = self.server_command("set server", name, "state maint");
-        if self.runtime.expect(&maint, &["", GONE])? == GONE {
-            return Ok(Removal::Deleted);
-        }
-        let del = self.server_command("del server", name, "");
-        let start = Instant::now();
-        let mut shut_down = false;
-        loop {
-            let answer = self.runtime.command(&del)?;
-            match answer.trim() {
-                "Server deleted." | GONE => return Ok(Removal::Deleted),
-                refusal if is_configured_server(refusal) => return Ok(Removal::Maintenance),
-                BUSY if start.elapsed() < REMOVE_GRACE => {
-                    if !shut_down {
-                        let shutdown = self.server_command("shutdown sessions server", name, "");
-                        self.runtime.expect(&shutdown, &["", GONE])?;
-                        shut_down = true;
-                    }
-                    thread::sleep(POLL);
+        delete_server(
+            &self.runtime,
+            &self.backend,
+            name,
+            WhileBusy::ShutDownSessions,
+        )
+    }
+}
+
+/// What [`delete_server`] does while HAProxy says the server still has
+/// connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhileBusy {
+    /// Shut its sessions down and retry for [`REMOVE_GRACE`]: a retired
+    /// replica's server, drained already (what is left outlived the drain
+    /// timeout).
+    ShutDownSessions,
+    /// Let what it serves finish, retrying for the given time.
+    LetFinish(Duration),
+}
+
+/// Puts `BACKEND/NAME` in maintenance and deletes it; a server already
+/// gone is success, one of the configuration stays in maintenance.
+pub(crate) fn delete_server(
+    runtime: &Runtime,
+    backend: &str,
+    name: &str,
+    while_busy: WhileBusy,
+) -> haproxy::Result<Removal> {
+    const GONE: &str = "No such server.";
+    const BUSY: &str = "Server still has connections attached to it, cannot remove it.";
+    let maint = format!("set server {backend}/{name} state maint");
+    if runtime.expect(&maint, &["", GONE])? == GONE {
+        return Ok(Removal::Deleted);
+    }
+    let del = format!("del server {backend}/{name}");
+    let grace = match while_busy {
+        WhileBusy::ShutDownSessions => REMOVE_GRACE,
+        WhileBusy::LetFinish(grace) => grace,
+    };
+    let start = Instant::now();
+    let mut shut_down = false;
+    loop {
+        let answer = runtime.command(&del)?;
+        match answer.trim() {
+            "Server deleted." | GONE => return Ok(Removal::Deleted),
+            refusal if is_configured_server(refusal) => return Ok(Removal::Maintenance),
+            BUSY if start.elapsed() < grace => {
+                if while_busy == WhileBusy::ShutDownSessions && !shut_down {
+                    let shutdown = format!("shutdown sessions server {backend}/{name}");
+                    runtime.expect(&shutdown, &["", GONE])?;
+                    shut_down = true;
                 }
-                _ => {
-                    return Err(RuntimeError::Refused {
-                        command: del,
-                        answer,
-                    })
-                }
+                thread::sleep(POLL);
+            }
+            _ => {
+                return Err(RuntimeError::Refused {
+                    command: del,
+                    answer,
+                })
             }
         }
     }
