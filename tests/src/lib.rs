@@ -42,6 +42,7 @@ mod nginx;
 pub mod postgres;
 mod process;
 mod scratch;
+mod stub;
 
 pub use caddy::{Caddy, CaddyOptions};
 pub use deployed::*;
@@ -52,6 +53,7 @@ pub use load::Load;
 pub use nginx::Nginx;
 pub use process::{bin_dir, binary, parse_records, run, run_command, Run};
 pub use scratch::{free_port, poll_until, scratch_path, unique, wait_for, Scratch};
+pub use stub::{StubReplica, STUB_SLOW};
 
 /// The label every image (and so every container) of a test carries.
 pub const TEST_LABEL: &str = "zdd.test";

@@ -10,64 +10,30 @@
 //! with that hint when it is not.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
 use serde_json::json;
-use zdd_e2e::{free_port, http_get, wait_for, Caddy};
+use zdd_e2e::{free_port, http_get, wait_for, Caddy, StubReplica, STUB_SLOW};
 use zdd_route::caddy::{Admin, AdminError, UpstreamStat};
 
 /// How long a test waits for Caddy to see a change.
 const PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long `/slow` takes to answer.
-const SLOW: Duration = Duration::from_millis(1500);
+const SLOW: Duration = STUB_SLOW;
 
-/// An HTTP server standing for one replica: `/slow` answers after
-/// [`SLOW`], anything else (`/healthz` too) at once; every body is its
-/// name.
-struct App {
-    port: u16,
-}
+/// An HTTP server standing for one replica `api-NAME`; every body is NAME.
+struct App(StubReplica);
 
 impl App {
     fn start(name: &str) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let body = name.to_owned();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let body = body.clone();
-                thread::spawn(move || serve(stream, &body));
-            }
-        });
-        App { port }
+        App(StubReplica::start(name, true))
     }
 
     fn dial(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.0.address()
     }
-}
-
-fn serve(mut stream: TcpStream, body: &str) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    if String::from_utf8_lossy(&request).starts_with("GET /slow ") {
-        thread::sleep(SLOW);
-    }
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
 }
 
 fn admin(caddy: &Caddy) -> Admin {
@@ -282,21 +248,12 @@ fn a_restart_from_the_file_forgets_runtime_upstreams_and_resume_keeps_them() {
 
 // --- zdd-route through Caddy -----------------------------------------------
 
-/// A container record for `app` (`api-NAME`).
-fn record(app: &App, name: &str, role: &str) -> serde_json::Value {
-    let mut record = json!({
-        "type": "container",
-        "id": format!("{:0>64}", format!("{:x}", app.port)),
-        "name": format!("api-{name}"),
-        "service": "api",
-        "address": app.dial(),
-        "role": role,
-    });
-    if role == "new" {
-        record["started"] = json!(true);
-        record["health"] = json!("healthy");
+/// A container record for `app`; a new one is healthy and this run's.
+fn record(app: &App, role: &str) -> serde_json::Value {
+    match role {
+        "new" => app.0.new_healthy(),
+        _ => app.0.record(role),
     }
-    record
 }
 
 fn lines(records: &[serde_json::Value]) -> String {
@@ -324,17 +281,13 @@ fn zdd_route_switches_caddy_waits_for_the_old_upstreams_request_and_restores() {
         .drain_handler("api-draining")
         .start();
     let (a, b) = (App::start("a"), App::start("b"));
-    route_through(&caddy, &[], &[record(&a, "a", "new")]).expect_code(0);
+    route_through(&caddy, &[], &[record(&a, "new")]).expect_code(0);
     assert_eq!(served(&caddy, 4), set(&["a"]));
 
     // The switch, with a slow request in flight on the old upstream.
     let slow = slow_request_on(&caddy, &admin(&caddy), &a);
     let started = std::time::Instant::now();
-    let switched = route_through(
-        &caddy,
-        &[],
-        &[record(&a, "a", "old"), record(&b, "b", "new")],
-    );
+    let switched = route_through(&caddy, &[], &[record(&a, "old"), record(&b, "new")]);
     switched.expect_code(0);
     let took = started.elapsed();
     assert_eq!(slow.join().unwrap(), (200, "a".to_string()));
@@ -350,12 +303,7 @@ fn zdd_route_switches_caddy_waits_for_the_old_upstreams_request_and_restores() {
     assert_eq!(caddy.upstream_addresses(), [b.dial()]);
     assert_eq!(caddy.upstream_addresses_of("api-draining"), [a.dial()]);
     // Run twice: nothing changes.
-    route_through(
-        &caddy,
-        &[],
-        &[record(&a, "a", "old"), record(&b, "b", "new")],
-    )
-    .expect_code(0);
+    route_through(&caddy, &[], &[record(&a, "old"), record(&b, "new")]).expect_code(0);
     assert_eq!(caddy.upstream_addresses(), [b.dial()]);
 
     // The rollback: the old upstream back first, then the new one out.
@@ -368,9 +316,9 @@ fn zdd_route_switches_caddy_waits_for_the_old_upstreams_request_and_restores() {
 
     // A retired container's upstream leaves both handlers; --prune takes
     // out what no live container of the input has.
-    let mut retired = record(&b, "b", "new");
+    let mut retired = record(&b, "new");
     retired["retired"] = json!(true);
-    route_through(&caddy, &["--prune"], &[record(&a, "a", "new"), retired]).expect_code(0);
+    route_through(&caddy, &["--prune"], &[record(&a, "new"), retired]).expect_code(0);
     assert_eq!(caddy.upstream_addresses(), [a.dial()]);
     assert!(caddy.upstream_addresses_of("api-draining").is_empty());
 }
@@ -382,23 +330,18 @@ fn after_a_caddy_restart_sync_puts_the_running_replicas_back() {
         .drain_handler("api-draining")
         .start();
     let (a, b) = (App::start("a"), App::start("b"));
-    route_through(
-        &caddy,
-        &[],
-        &[record(&a, "a", "new"), record(&b, "b", "new")],
-    )
-    .expect_code(0);
+    route_through(&caddy, &[], &[record(&a, "new"), record(&b, "new")]).expect_code(0);
     // `caddy run --config FILE` again: the upstreams added at runtime are gone.
     caddy.restart();
     assert!(caddy.upstream_addresses().is_empty());
     // zdd-ps's records: running containers, no role.
-    let running = |app: &App, name: &str| {
-        let mut r = record(app, name, "new");
+    let running = |app: &App| {
+        let mut r = record(app, "new");
         r.as_object_mut().unwrap().remove("role");
         r["state"] = json!("running");
         r
     };
-    let synced = route_through(&caddy, &["--sync"], &[running(&a, "a"), running(&b, "b")]);
+    let synced = route_through(&caddy, &["--sync"], &[running(&a), running(&b)]);
     synced.expect_code(0);
     let mut upstreams = caddy.upstream_addresses();
     upstreams.sort();
@@ -407,7 +350,7 @@ fn after_a_caddy_restart_sync_puts_the_running_replicas_back() {
     assert_eq!(upstreams, expected);
     assert_eq!(served(&caddy, 8), set(&["a", "b"]));
     // Again: nothing to change.
-    route_through(&caddy, &["--sync"], &[running(&a, "a"), running(&b, "b")]).expect_code(0);
+    route_through(&caddy, &["--sync"], &[running(&a), running(&b)]).expect_code(0);
     assert_eq!(caddy.upstream_addresses().len(), 2);
 }
 
@@ -419,7 +362,7 @@ fn zdd_route_refuses_an_unknown_caddy_handler_and_a_canary_changing_nothing() {
         .start();
     let a = App::start("a");
     let admin = caddy.admin();
-    let input = lines(&[record(&a, "a", "new")]);
+    let input = lines(&[record(&a, "new")]);
     let unknown = zdd_e2e::run(
         "zdd-route",
         &["--caddy", &admin, "--handler", "nope"],

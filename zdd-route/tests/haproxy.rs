@@ -10,15 +10,11 @@
 //! with `address: 127.0.0.1:PORT` and made-up ids; no Docker engine is
 //! needed.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zdd_e2e::{http_get, run, wait_for, Haproxy, HaproxyOptions, Run};
+use zdd_e2e::{http_get, run, wait_for, Haproxy, HaproxyOptions, Run, StubReplica};
 use zdd_route::haproxy::{Endpoint, Runtime, ServerStat, ServerState};
 
 /// Fast checks, so a test waits tenths of a second for a server to be UP.
@@ -78,87 +74,9 @@ impl Routing for Haproxy {
 
 // --- the "containers" ----------------------------------------------------
 
-/// An HTTP server standing for one container `api-BODY`: `/healthz`
-/// answers 200 while `healthy` (else 503), `/slow` answers after 1.5 s,
-/// anything else answers at once; every body is BODY.
-struct App {
-    /// The container's name, `api-BODY`.
-    name: String,
-    port: u16,
-    healthy: Arc<AtomicBool>,
-}
-
-impl App {
-    fn start(body: &str, healthy: bool) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let healthy = Arc::new(AtomicBool::new(healthy));
-        let (text, health) = (body.to_owned(), healthy.clone());
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (text, health) = (text.clone(), health.clone());
-                thread::spawn(move || serve(stream, &text, &health));
-            }
-        });
-        App {
-            name: format!("api-{body}"),
-            port,
-            healthy,
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// A container record for this app.
-    fn record(&self, role: &str) -> Value {
-        json!({
-            "type": "container",
-            "id": format!("{:0>64}", format!("{:x}", self.port)),
-            "name": self.name,
-            "service": "api",
-            "address": self.address(),
-            "role": role,
-        })
-    }
-
-    /// A healthy new replica that this run started (zdd-scale's
-    /// `"started": true`).
-    fn new_healthy(&self) -> Value {
-        let mut record = self.record("new");
-        record["started"] = json!(true);
-        record["health"] = json!("healthy");
-        record["health_reason"] = json!("HTTP /healthz answered 200");
-        record
-    }
-}
-
-fn serve(mut stream: TcpStream, body: &str, healthy: &AtomicBool) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let request = String::from_utf8_lossy(&request);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let status = match path {
-        "/healthz" if !healthy.load(Ordering::SeqCst) => "503 Service Unavailable",
-        "/slow" => {
-            thread::sleep(Duration::from_millis(1500));
-            "200 OK"
-        }
-        _ => "200 OK",
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
+/// An HTTP server standing for one container `api-BODY` (the support
+/// crate's [`StubReplica`]).
+type App = StubReplica;
 
 // --- running zdd-route ---------------------------------------------------
 
@@ -354,7 +272,7 @@ fn a_failed_restore_keeps_the_new_servers_serving() {
     let (haproxy, a, b) = a_serving(true);
     let switched = switch(&haproxy, &a, &b);
     // The old replica stops answering its check: it cannot serve again.
-    a.healthy.store(false, Ordering::SeqCst);
+    a.set_healthy(false);
     let old_name = haproxy.server_at("web", a.port).unwrap().name;
     wait_for("the old server to be DOWN", PATIENCE, || {
         haproxy.stat("web", &old_name).status.starts_with("DOWN")
@@ -375,7 +293,7 @@ fn a_failed_restore_keeps_the_new_servers_serving() {
     for _ in 0..4 {
         assert_eq!(haproxy.get("/"), (200, "b".to_owned()));
     }
-    a.healthy.store(true, Ordering::SeqCst);
+    a.set_healthy(true);
 }
 
 #[test]
@@ -474,7 +392,7 @@ fn a_new_server_whose_check_fails_is_not_routed_and_nothing_is_drained() {
     // The rollback takes the failed server out.
     haproxy.route(&["--restore"], &run.stdout).expect_code(0);
     assert!(haproxy.server_at("web", b.port).is_none());
-    b.healthy.store(true, Ordering::SeqCst);
+    b.set_healthy(true);
 }
 
 #[test]
