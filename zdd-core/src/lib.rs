@@ -27,6 +27,7 @@ pub mod duration;
 pub mod error;
 pub mod evidence;
 pub mod exit;
+pub mod interrupt;
 pub mod jsonl;
 pub mod labels;
 pub mod names;

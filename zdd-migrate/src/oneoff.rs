@@ -423,27 +423,12 @@ async fn follow(
             stop(docker, id).await;
             Err(format!("still running after {:.0}s (--timeout); stopped it", timeout.as_secs_f64()))
         }
-        signal = interrupted() => {
+        signal = zdd_core::interrupt::interrupted() => {
             stop(docker, id).await;
             Err(format!("interrupted by {signal}; stopped it"))
         }
     };
     (result, tail)
-}
-
-/// Resolves when zdd-migrate gets SIGINT or SIGTERM.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
 }
 
 async fn stop(docker: &Docker, id: &str) {

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use bollard::models::HealthStatusEnum;
 use bollard::Docker;
 use clap::Parser;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use zdd_core::cli::{CommonArgs, Outcome, Progress};
+use zdd_core::interrupt::Interrupt;
 use zdd_core::jsonl::{self, RecordWriter};
 use zdd_core::record::{ContainerRecord, Role, Watch};
 use zdd_core::{docker, duration, Error, Result};
@@ -291,32 +291,6 @@ impl End {
         match self {
             End::Passed => None,
             End::Failed(_, seen) | End::Interrupted(_, seen) => Some(seen),
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, as a future: zdd-deploy sends SIGTERM to the step
-/// it runs when it is stopped, and a stopped watch still makes the old
-/// servers ready and deletes its standbys.
-struct Interrupt {
-    int: Signal,
-    term: Signal,
-}
-
-impl Interrupt {
-    fn new() -> Result<Interrupt> {
-        let listen =
-            |kind| signal(kind).map_err(|e| Error::Failed(format!("listening for signals: {e}")));
-        Ok(Interrupt {
-            int: listen(SignalKind::interrupt())?,
-            term: listen(SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
         }
     }
 }
