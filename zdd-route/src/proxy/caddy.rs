@@ -21,19 +21,16 @@
 //!   service alone.
 //! - Caddy 2.6 has no weighted balancing: no canary.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use zdd_core::cli::Progress;
 
-use super::{accepts_connections, BringUpFailure, Drained, Proxy, Service};
+use super::{accepts_connections, poll_each, BringUpFailure, Drained, Proxy, Service, POLL};
 use crate::caddy::Admin;
 use crate::plan::Item;
-
-/// How often Caddy is asked about requests in flight.
-const POLL: Duration = Duration::from_millis(50);
 
 /// One `reverse_proxy` handler of a Caddy, through its admin API.
 pub(crate) struct CaddyHandler {
@@ -157,55 +154,42 @@ impl Proxy for CaddyHandler {
             ));
             return items.iter().map(|_| Ok(Drained { left: None })).collect();
         }
-        let start = Instant::now();
-        let mut results: HashMap<usize, Result<Drained, String>> = HashMap::new();
-        while results.len() < items.len() {
-            let stats = self.admin.upstream_stats();
-            for item in items {
-                if results.contains_key(&item.index) {
-                    continue;
-                }
+        poll_each(
+            items,
+            |item| item.index,
+            || {
+                self.admin
+                    .upstream_stats()
+                    .map_err(|e| format!("reading Caddy's upstreams: {e}"))
+            },
+            |item, stats, elapsed| {
                 let dial = item.address.map(|a| a.to_string()).unwrap_or_default();
-                let in_flight = match &stats {
-                    Ok(stats) => stats
-                        .iter()
-                        .filter(|s| s.address == dial)
-                        .map(|s| s.num_requests)
-                        .sum(),
-                    Err(e) => {
-                        results.insert(item.index, Err(format!("reading Caddy's upstreams: {e}")));
-                        continue;
-                    }
-                };
+                let in_flight: u64 = stats
+                    .iter()
+                    .filter(|s| s.address == dial)
+                    .map(|s| s.num_requests)
+                    .sum();
                 if in_flight == 0 {
                     self.progress.info(format_args!(
                         "draining {}: 0 requests in flight after {:.1}s",
                         item.describe(),
-                        start.elapsed().as_secs_f64()
+                        elapsed.as_secs_f64()
                     ));
-                    results.insert(item.index, Ok(Drained { left: None }));
-                } else if start.elapsed() >= self.drain_timeout {
+                    Some(Ok(Drained { left: None }))
+                } else if elapsed >= self.drain_timeout {
                     self.progress.warn(format_args!(
                         "draining {}: {in_flight} request(s) still in flight after {:.1}s (drain timeout); going on",
                         item.describe(),
-                        start.elapsed().as_secs_f64()
+                        elapsed.as_secs_f64()
                     ));
-                    results.insert(
-                        item.index,
-                        Ok(Drained {
-                            left: Some(in_flight),
-                        }),
-                    );
+                    Some(Ok(Drained {
+                        left: Some(in_flight),
+                    }))
+                } else {
+                    None
                 }
-            }
-            if results.len() < items.len() {
-                thread::sleep(POLL);
-            }
-        }
-        items
-            .iter()
-            .map(|i| results.remove(&i.index).expect("every item answered"))
-            .collect()
+            },
+        )
     }
 
     fn remove(&mut self, items: &[&Item]) -> Vec<Result<(), String>> {

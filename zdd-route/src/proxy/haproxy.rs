@@ -14,13 +14,11 @@ use std::time::{Duration, Instant};
 
 use zdd_core::cli::Progress;
 
-use super::{accepts_connections, BringUpFailure, Drained, Proxy, Service};
+use super::POLL;
+use super::{accepts_connections, poll_each, BringUpFailure, Drained, Proxy, Service};
 use crate::haproxy::{self, Runtime, RuntimeError, ServerStat, ServerState};
 use crate::plan::{named_for, replica_shaped, unused_name, Action, Item};
 use crate::standby;
-
-/// How often HAProxy is asked whether a server is UP or drained.
-pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// How long `del server` is retried while HAProxy says the server still has
 /// connections (after `shutdown sessions server`).
@@ -326,10 +324,9 @@ impl HaproxyBackend {
         Ok(())
     }
 
-    /// Polls `show stat` every [`POLL`] until `conclude` has a result for
-    /// every waited item. `conclude` sees the item, its server names, the
-    /// current stats and the time since the start; a stats request that
-    /// fails concludes every open item with its error.
+    /// Polls `show stat` until `conclude` has a result for every waited
+    /// item ([`poll_each`]); `conclude` sees the item, its server names,
+    /// the current stats and the time since the start.
     fn poll_stats<'a, T>(
         &self,
         waiting: &Waiting<'a>,
@@ -340,42 +337,13 @@ impl HaproxyBackend {
             Duration,
         ) -> Option<std::result::Result<T, String>>,
     ) -> Vec<(&'a Item, std::result::Result<T, String>)> {
-        let start = Instant::now();
-        let mut results: HashMap<usize, std::result::Result<T, String>> = HashMap::new();
-        while results.len() < waiting.len() {
-            match self.runtime.stats(&self.backend) {
-                Ok(stats) => {
-                    let elapsed = start.elapsed();
-                    for (item, names) in waiting {
-                        if results.contains_key(&item.index) {
-                            continue;
-                        }
-                        if let Some(result) = conclude(item, names, &stats, elapsed) {
-                            results.insert(item.index, result);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (item, _) in waiting {
-                        results
-                            .entry(item.index)
-                            .or_insert_with(|| Err(e.to_string()));
-                    }
-                }
-            }
-            if results.len() < waiting.len() {
-                thread::sleep(POLL);
-            }
-        }
-        waiting
-            .iter()
-            .map(|(item, _)| {
-                (
-                    *item,
-                    results.remove(&item.index).expect("every item concluded"),
-                )
-            })
-            .collect()
+        let results = poll_each(
+            waiting,
+            |(item, _)| item.index,
+            || self.runtime.stats(&self.backend).map_err(|e| e.to_string()),
+            |(item, names), stats, elapsed| conclude(item, names, stats, elapsed),
+        );
+        waiting.iter().map(|(item, _)| *item).zip(results).collect()
     }
 
     /// Polls until every waited server is UP or the up timeout passes.

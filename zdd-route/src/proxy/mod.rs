@@ -11,9 +11,11 @@
 pub(crate) mod caddy;
 pub(crate) mod haproxy;
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::plan::Item;
 
@@ -73,4 +75,51 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// proxy still calls up from an earlier check may be gone.
 pub(crate) fn accepts_connections(address: &SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(address, CONNECT_TIMEOUT).is_ok()
+}
+
+/// How often a proxy is asked whether its servers are up or drained.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// Asks the proxy (`fetch`) every [`POLL`] until `conclude` has a result
+/// for every entry; `conclude` sees the entry, the proxy's answer and the
+/// time since the start. An answer that fails concludes every open entry
+/// with its error. The results are in the entries' order; `index` is an
+/// entry's item index.
+pub(crate) fn poll_each<W, S, T>(
+    entries: &[W],
+    index: impl Fn(&W) -> usize,
+    mut fetch: impl FnMut() -> Result<S, String>,
+    mut conclude: impl FnMut(&W, &S, Duration) -> Option<Result<T, String>>,
+) -> Vec<Result<T, String>> {
+    let start = Instant::now();
+    let mut results: HashMap<usize, Result<T, String>> = HashMap::new();
+    while results.len() < entries.len() {
+        match fetch() {
+            Ok(answer) => {
+                let elapsed = start.elapsed();
+                for entry in entries {
+                    if results.contains_key(&index(entry)) {
+                        continue;
+                    }
+                    if let Some(result) = conclude(entry, &answer, elapsed) {
+                        results.insert(index(entry), result);
+                    }
+                }
+            }
+            Err(e) => {
+                for entry in entries {
+                    results
+                        .entry(index(entry))
+                        .or_insert_with(|| Err(e.clone()));
+                }
+            }
+        }
+        if results.len() < entries.len() {
+            thread::sleep(POLL);
+        }
+    }
+    entries
+        .iter()
+        .map(|e| results.remove(&index(e)).expect("every entry concluded"))
+        .collect()
 }
